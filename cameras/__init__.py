@@ -1,0 +1,38 @@
+"""Camera drivers, looked up by name.
+
+The registry maps a driver name to ``"module:Class"``; the module is imported
+only when that driver is asked for, so a driver's heavy or platform-only
+dependency costs nothing to the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from cameras.base import Camera, CameraConfig, CameraError, Frame
+
+__all__ = ["DRIVERS", "Camera", "CameraConfig", "CameraError", "Frame", "create_camera"]
+
+DRIVERS: dict[str, str] = {
+    "emulated": "cameras.emulated:EmulatedCamera",
+    "files": "cameras.files:FilesCamera",
+}
+
+
+def create_camera(driver: str, config: CameraConfig) -> Camera:
+    """Build (not start) a camera of the named driver.
+
+    Raises CameraError for an unknown name, a missing dependency or a bad
+    configuration, with a message for people.
+    """
+    target = DRIVERS.get(driver)
+    if target is None:
+        known = ", ".join(sorted(DRIVERS))
+        raise CameraError(f"unknown camera driver {driver!r} (known: {known})")
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CameraError(f"camera driver {driver!r} is not available: {exc}") from exc
+    cls: type[Camera] = getattr(module, class_name)
+    return cls(config)

@@ -1,0 +1,252 @@
+"""The driver contract: what every camera offers to the web side.
+
+A camera produces complete JPEG frames on a thread of its own and keeps only
+the newest one.  The IOLoop reads that one slot with :meth:`Camera.latest`,
+which never blocks.  Drivers know nothing of HTTP or Tornado.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+class CameraError(Exception):
+    """A camera cannot be configured, opened or read; the message is for people."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One complete encoded picture.
+
+    ``seq`` is strictly increasing per camera (across restarts too), so a
+    consumer can tell a new frame from one it has already seen.
+    ``timestamp`` is the capture time in Unix seconds (``time.time()``).
+    """
+
+    jpeg: bytes
+    seq: int
+    timestamp: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """What a driver is asked for; a driver may ignore what does not apply."""
+
+    source: str | None = None
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    quality: int = 80
+
+
+class Camera(abc.ABC):
+    """A source of JPEG frames.
+
+    ``start`` and ``stop`` are called from the IOLoop thread; ``latest`` from
+    any thread.  Subclasses run their blocking work on their own thread.
+    """
+
+    #: Registry name of the driver, for logs and ``/status``.
+    driver: str = "camera"
+
+    def __init__(self, config: CameraConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Begin producing frames; returns at once without waiting for a frame.
+
+        Raises :class:`CameraError` when the camera cannot be started.
+        Calling it on a running camera does nothing.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop producing frames and release the device; idempotent, may block briefly."""
+
+    @abc.abstractmethod
+    def latest(self) -> Frame | None:
+        """The newest complete frame, or None before the first one; O(1), never blocks."""
+
+    @property
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+
+    @property
+    def online(self) -> bool:
+        """True while the source delivers frames (running and not failing)."""
+        return self.running
+
+    @property
+    def error(self) -> str | None:
+        """The last failure, as a message for people, or None."""
+        return None
+
+    @property
+    def measured_fps(self) -> float:
+        """Frames produced per second over the last few seconds."""
+        return 0.0
+
+
+class ThreadedCamera(Camera):
+    """A camera whose frames come from :meth:`capture` called on a driver thread.
+
+    Subclasses implement :meth:`open`, :meth:`capture` and :meth:`close`.  The
+    helper paces captures to ``config.fps`` (when ``paced`` is true), keeps the
+    newest frame in a single slot, measures the frame rate and, when the source
+    fails, closes it, reports it offline and retries with a growing delay.
+    """
+
+    #: Pace captures to ``config.fps``; False for sources that block until a
+    #: frame is ready (a device read).
+    paced: bool = True
+    #: First and largest delay between attempts to reopen a failed source, seconds.
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+
+    def __init__(self, config: CameraConfig) -> None:
+        super().__init__(config)
+        self._frame: Frame | None = None
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._online = False
+        self._error: str | None = None
+        self._rate_start = 0.0
+        self._rate_count = 0
+        self._rate_fps = 0.0
+        self._last_publish = 0.0
+
+    # -- to implement -------------------------------------------------------
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Open the source (driver thread). Raise CameraError on failure."""
+
+    @abc.abstractmethod
+    def capture(self) -> tuple[bytes, int, int] | None:
+        """Return one frame as ``(jpeg, width, height)`` (driver thread).
+
+        May block until the source has a frame.  Return None when there is
+        nothing new yet; raise CameraError when the source has failed.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the source (driver thread); must not raise."""
+
+    # -- the contract -------------------------------------------------------
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop_event = threading.Event()
+        self._rate_start = time.monotonic()
+        self._rate_count = 0
+        self._rate_fps = 0.0
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(self._stop_event,),
+            name=f"camera-{self.driver}",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("%s camera started", self.driver)
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop_event.set()
+        thread.join(timeout=5.0)
+        if thread.is_alive():
+            log.warning("%s camera thread did not stop within 5 s", self.driver)
+        self._thread = None
+        self._online = False
+        log.info("%s camera stopped", self.driver)
+
+    def latest(self) -> Frame | None:
+        return self._frame
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def online(self) -> bool:
+        return self.running and self._online
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def measured_fps(self) -> float:
+        if not self.running or time.monotonic() - self._last_publish > 2.0:
+            return 0.0
+        return self._rate_fps
+
+    # -- the driver thread --------------------------------------------------
+    def _publish(self, jpeg: bytes, width: int, height: int) -> None:
+        self._seq += 1
+        now = time.monotonic()
+        self._last_publish = now
+        self._rate_count += 1
+        if now - self._rate_start >= 1.0:
+            self._rate_fps = self._rate_count / (now - self._rate_start)
+            self._rate_start = now
+            self._rate_count = 0
+        # One reference assignment: readers see the old frame or the new one.
+        self._frame = Frame(jpeg, self._seq, time.time(), width, height)
+
+    def _run(self, stop: threading.Event) -> None:
+        interval_s = 1.0 / self.config.fps if self.config.fps > 0 else 0.0
+        retry_s = self.retry_initial_s
+        opened = False
+        next_due = time.monotonic()
+        while not stop.is_set():
+            try:
+                if not opened:
+                    self.open()
+                    opened = True
+                result = self.capture()
+            except CameraError as exc:
+                if opened:
+                    self._safe_close()
+                    opened = False
+                if self._online or self._error != str(exc):
+                    log.warning("%s camera failed: %s (retrying in %.1f s)", self.driver, exc, retry_s)
+                self._online = False
+                self._error = str(exc)
+                stop.wait(retry_s)
+                retry_s = min(retry_s * 2, self.retry_max_s)
+                next_due = time.monotonic()
+                continue
+            if result is not None:
+                if not self._online:
+                    if self._error is not None:
+                        log.info("%s camera is back online", self.driver)
+                    self._online = True
+                    self._error = None
+                retry_s = self.retry_initial_s
+                self._publish(*result)
+            if self.paced and interval_s:
+                next_due += interval_s
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+                elif delay < -interval_s:
+                    next_due = time.monotonic()  # fell behind: do not burst to catch up
+        if opened:
+            self._safe_close()
+
+    def _safe_close(self) -> None:
+        try:
+            self.close()
+        except Exception:  # a driver's release must never kill the thread
+            log.exception("%s camera failed to close", self.driver)

@@ -1,0 +1,336 @@
+"""The feed: polls one camera and hands each new frame once to every subscriber.
+
+Everything here runs on the IOLoop thread.  A ``PeriodicCallback`` reads the
+camera's newest frame; when its ``seq`` is new, the wire bytes are built once
+per wire format and handed to every subscriber whose previous write has
+completed.  A subscriber still busy with an older frame is skipped (counted)
+and gets whatever is newest as soon as it is free: no backlog, no duplicate,
+at most one write in flight per subscriber, so memory stays bounded whatever
+a client does.  The camera starts with the first subscriber and stops
+``idle_timeout_s`` after the last one leaves; then no timer of the feed runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from cameras.base import Camera, CameraError, Frame
+
+log = logging.getLogger(__name__)
+
+Encoder = Callable[[Frame], bytes]
+
+
+class SubscriberGone(Exception):
+    """Raised by :meth:`Subscriber.send` when the client has gone away."""
+
+
+class Subscriber(Protocol):
+    """A client of the feed: an MJPEG response or a WebSocket.
+
+    ``encoder`` turns a frame into this subscriber's wire bytes; subscribers
+    sharing an encoder share the bytes (built once per frame).  ``repeat_stale``
+    asks for the newest frame again when the camera has produced nothing new
+    for ``repeat_after_s``.
+    """
+
+    encoder: Encoder
+    repeat_stale: bool
+
+    def send(self, data: bytes) -> asyncio.Future[Any] | None:
+        """Start writing ``data``; return a future done when it is written, or None
+        if already written.  Raise :class:`SubscriberGone` if the client is gone."""
+
+    def feed_closed(self) -> None:
+        """The feed is shutting down: end the response or close the socket."""
+
+
+class Timer(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def is_running(self) -> bool: ...
+
+
+class Clock:
+    """Time and timers on the current IOLoop; tests substitute a hand-driven one."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def periodic(self, callback: Callable[[], None], interval_ms: float) -> Timer:
+        return PeriodicCallback(callback, interval_ms)
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> object:
+        return IOLoop.current().call_later(delay_s, callback)
+
+    def cancel(self, handle: object) -> None:
+        IOLoop.current().remove_timeout(handle)  # type: ignore[arg-type]
+
+
+class _Slot:
+    """Per-subscriber delivery state."""
+
+    __slots__ = ("last_seq", "pending", "sub")
+
+    def __init__(self, sub: Subscriber) -> None:
+        self.sub = sub
+        self.pending: asyncio.Future[Any] | None = None
+        self.last_seq = 0
+
+
+def poll_interval_ms(fps: float) -> float:
+    """How often to poll a camera running at ``fps``: a quarter of a frame
+    interval, so polling adds at most a quarter frame of delay (2 to 50 ms)."""
+    return max(2.0, min(50.0, 1000.0 / fps / 4))
+
+
+class FrameFeed:
+    """Fan-out of one camera's frames to many subscribers (IOLoop thread only)."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        *,
+        name: str = "camera",
+        interval_ms: float | None = None,
+        idle_timeout_s: float = 10.0,
+        repeat_after_s: float = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.camera = camera
+        self.name = name
+        self.interval_ms = interval_ms or poll_interval_ms(camera.config.fps)
+        self.idle_timeout_s = idle_timeout_s
+        self.repeat_after_s = repeat_after_s
+        self._clock = clock or Clock()
+        self._slots: dict[Subscriber, _Slot] = {}
+        self._behind: set[_Slot] = set()
+        self._waiters: list[asyncio.Future[Frame]] = []
+        self._timer: Timer | None = None
+        self._idle_handle: object | None = None
+        self._seq = 0
+        self._wire: dict[Encoder, bytes] = {}
+        self._last_new_at = 0.0
+        self._last_repeat_at = 0.0
+        self._closed = False
+        self.frames_sent = 0
+        self.frames_skipped = 0
+        self.frames_repeated = 0
+        self.camera_starts = 0
+
+    # -- subscribers --------------------------------------------------------
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._slots)
+
+    def subscribe(self, sub: Subscriber) -> None:
+        """Add a subscriber; starts the camera if needed (raises CameraError)."""
+        if self._closed:
+            raise CameraError("the server is shutting down")
+        self._activate()
+        self._slots[sub] = _Slot(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Remove a subscriber (idempotent); the last one out arms the idle stop."""
+        slot = self._slots.pop(sub, None)
+        if slot is None:
+            return
+        self._behind.discard(slot)
+        if slot.pending is not None:
+            _consume(slot.pending)
+        self._maybe_idle()
+
+    async def snapshot(self, timeout_s: float) -> Frame:
+        """The newest frame; if the camera is cold, start it and wait for its first.
+
+        Raises CameraError if the camera cannot start, TimeoutError if no frame
+        comes within ``timeout_s``.  Keeps the camera warm for the idle timeout.
+        """
+        if self._closed:
+            raise CameraError("the server is shutting down")
+        frame = self.camera.latest()
+        if frame is not None and self.camera.online:
+            self._maybe_idle()  # a snapshot counts as a visit
+            return frame
+        self._activate()
+        waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout_s)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if not waiter.done():
+                waiter.cancel()
+            self._maybe_idle()
+
+    # -- lifetime -----------------------------------------------------------
+    def _activate(self) -> None:
+        if self._idle_handle is not None:
+            self._clock.cancel(self._idle_handle)
+            self._idle_handle = None
+        if not self.camera.running:
+            self.camera.start()
+            self.camera_starts += 1
+            self._last_new_at = self._clock.monotonic()
+        if self._timer is None:
+            self._timer = self._clock.periodic(self.tick, self.interval_ms)
+        if not self._timer.is_running():
+            self._timer.start()
+
+    def _maybe_idle(self) -> None:
+        if self._slots or self._waiters or self._closed:
+            return
+        if self._timer is not None and self._timer.is_running():
+            self._timer.stop()
+        if self._idle_handle is not None:
+            self._clock.cancel(self._idle_handle)
+        if self.camera.running:
+            self._idle_handle = self._clock.call_later(self.idle_timeout_s, self._idle_stop)
+        else:
+            self._idle_handle = None
+
+    def _idle_stop(self) -> None:
+        self._idle_handle = None
+        if self._slots or self._waiters:
+            return
+        log.info("%s: no viewer for %g s, stopping the camera", self.name, self.idle_timeout_s)
+        self.camera.stop()
+
+    def close(self) -> None:
+        """Stop polling, end every subscriber, fail waiters and stop the camera."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.stop()
+        if self._idle_handle is not None:
+            self._clock.cancel(self._idle_handle)
+            self._idle_handle = None
+        slots = list(self._slots.values())
+        self._slots.clear()
+        self._behind.clear()
+        for slot in slots:
+            if slot.pending is not None:
+                _consume(slot.pending)
+            slot.sub.feed_closed()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(CameraError("the server is shutting down"))
+        self._waiters.clear()
+        self.camera.stop()
+
+    # -- the periodic callback ----------------------------------------------
+    def tick(self) -> None:
+        """Poll the camera once and deliver; called by the periodic timer."""
+        frame = self.camera.latest()
+        if frame is None:
+            return
+        now = self._clock.monotonic()
+        if frame.seq != self._seq:
+            self._seq = frame.seq
+            self._wire.clear()
+            self._last_new_at = now
+            self._last_repeat_at = now
+            if self._waiters:
+                waiters, self._waiters = self._waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(frame)
+            self._deliver(frame, list(self._slots.values()), new=True)
+        else:
+            if self._behind:
+                self._deliver(frame, list(self._behind))
+            if (
+                now - self._last_new_at >= self.repeat_after_s
+                and now - self._last_repeat_at >= self.repeat_after_s
+            ):
+                self._last_repeat_at = now
+                slots = [s for s in self._slots.values() if s.sub.repeat_stale]
+                self._deliver(frame, slots, repeat=True)
+
+    def _deliver(
+        self, frame: Frame, slots: list[_Slot], *, new: bool = False, repeat: bool = False
+    ) -> None:
+        """Start a write of ``frame`` to each free slot; mark busy ones as behind.
+
+        A busy slot is counted as skipping when a *new* frame finds it busy;
+        it gets the newest frame as soon as its write completes.
+        """
+        wire = self._wire
+        behind = self._behind
+        seq = frame.seq
+        for slot in slots:
+            if slot.last_seq == seq and not repeat:
+                behind.discard(slot)
+                continue
+            pending = slot.pending
+            if pending is not None:
+                if not pending.done():
+                    if new:
+                        behind.add(slot)
+                        self.frames_skipped += 1
+                    continue
+                slot.pending = None
+                if pending.exception() is not None:
+                    self._drop(slot)
+                    continue
+            sub = slot.sub
+            data = wire.get(sub.encoder)
+            if data is None:
+                data = wire[sub.encoder] = sub.encoder(frame)
+            try:
+                slot.pending = sub.send(data)
+            except SubscriberGone:
+                self._drop(slot)
+                continue
+            slot.last_seq = seq
+            behind.discard(slot)
+            if repeat:
+                self.frames_repeated += 1
+            else:
+                self.frames_sent += 1
+
+    def _drop(self, slot: _Slot) -> None:
+        log.debug("%s: dropping a subscriber that went away", self.name)
+        self.unsubscribe(slot.sub)
+        slot.sub.feed_closed()
+
+    # -- reporting ----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary of the camera and the feed."""
+        cam = self.camera
+        frame = cam.latest() if cam.running else None
+        return {
+            "name": self.name,
+            "driver": cam.driver,
+            "running": cam.running,
+            "online": cam.online,
+            "error": cam.error,
+            "fps_configured": cam.config.fps,
+            "fps_measured": round(cam.measured_fps, 2),
+            "width": frame.width if frame else cam.config.width,
+            "height": frame.height if frame else cam.config.height,
+            "quality": cam.config.quality,
+            "subscribers": len(self._slots),
+            "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
+            "frames_repeated": self.frames_repeated,
+            "camera_starts": self.camera_starts,
+            "last_frame_age_s": round(time.time() - frame.timestamp, 3) if frame else None,
+            "poll_interval_ms": round(self.interval_ms, 2),
+            "idle_timeout_s": self.idle_timeout_s,
+        }
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a future's exception (now or when done) so none is logged as lost."""
+    if future.done():
+        if not future.cancelled():
+            future.exception()
+    else:
+        future.add_done_callback(lambda f: None if f.cancelled() else f.exception())

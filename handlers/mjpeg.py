@@ -1,0 +1,166 @@
+"""The Motion-JPEG stream: one endless ``multipart/x-mixed-replace`` response.
+
+Two framings of the same parts:
+
+* ``length`` (the default for programs): every part is ``--frame``,
+  ``Content-Type``, ``Content-Length``, ``X-Timestamp``, a blank line, the JPEG
+  and CRLF.  ffmpeg, go2rtc, fetch-based parsers and the like rely on
+  Content-Length.
+* ``img`` (for a browser's ``<img>``, recognised by ``Sec-Fetch-Dest: image``
+  or ``?framing=img``): each JPEG is followed at once by the next part's
+  header block.  Chromium paints a part only when the next part's headers have
+  arrived, so this framing shows frame N as soon as it is sent instead of one
+  frame late; it carries no Content-Length, which browsers do not need.
+
+After the response headers the handler takes the socket over from the HTTP
+layer (``detach``) and writes the prepared bytes of each frame straight to it:
+no chunked encoding, no per-viewer copy, at most one frame in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.utils import formatdate
+from typing import Any
+
+from tornado.iostream import IOStream, StreamClosedError
+
+from cameras.base import CameraError, Frame
+from cameras.feed import FrameFeed, SubscriberGone
+from handlers.common import NO_CACHE, BaseHandler
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "frame"
+CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+FRAMINGS = ("img", "length")
+#: Bytes a streaming client may send after its request before it is cut off.
+MAX_CLIENT_BYTES = 64 * 1024
+
+_IMG_PART_HEAD = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode()
+
+
+def length_part(frame: Frame) -> bytes:
+    """One part with Content-Length and X-Timestamp, ending in CRLF."""
+    head = (
+        b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n"
+        % (BOUNDARY.encode(), len(frame.jpeg), frame.timestamp)
+    )
+    return b"".join((head, frame.jpeg, b"\r\n"))
+
+
+def img_part(frame: Frame) -> bytes:
+    """The JPEG followed at once by the next part's complete header block."""
+    return b"".join((frame.jpeg, b"\r\n", _IMG_PART_HEAD))
+
+
+def response_head(version: str, extra: dict[str, str] | None = None) -> bytes:
+    """The status line and headers of a stream response."""
+    headers = {
+        "Content-Type": CONTENT_TYPE,
+        **NO_CACHE,
+        "Connection": "close",
+        "Date": formatdate(usegmt=True),
+        "X-Content-Type-Options": "nosniff",
+        **(extra or {}),
+    }
+    status = "HTTP/1.0 200 OK" if version == "HTTP/1.0" else "HTTP/1.1 200 OK"
+    lines = [status, *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+class MjpegHandler(BaseHandler):
+    """``GET`` streams frames until the client leaves; ``HEAD`` sends the headers only."""
+
+    def initialize(self, feed: FrameFeed) -> None:
+        self.feed = feed
+        self.repeat_stale = True
+        self.encoder = length_part
+        self._stream: IOStream | None = None
+        self._gone = False
+
+    def _framing(self) -> str | None:
+        framing = self.get_query_argument("framing", None)
+        if framing is None:
+            return "img" if self.request.headers.get("Sec-Fetch-Dest") == "image" else "length"
+        if framing not in FRAMINGS:
+            self.fail(400, f"Bad Request: framing must be one of {', '.join(FRAMINGS)}")
+            return None
+        return framing
+
+    def head(self) -> None:
+        if self._framing() is None:
+            return
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_no_cache()
+        self.flush()  # headers now, so no "Content-Length: 0" for an endless body
+        self.finish()
+
+    def compute_etag(self) -> None:
+        return None
+
+    def get(self) -> None:
+        framing = self._framing()
+        if framing is None:
+            return
+        try:
+            self.feed.subscribe(self)
+        except CameraError as exc:
+            self.fail(503, f"Service Unavailable: {exc}")
+            return
+        if framing == "img":
+            # Still frames need no repeat: this framing shows the newest in full.
+            self.encoder, self.repeat_stale = img_part, False
+        stream = self.detach()
+        self._stream = stream
+        stream.max_buffer_size = MAX_CLIENT_BYTES
+        stream.set_nodelay(True)
+        stream.set_close_callback(self._on_close)
+        opening = response_head(self.request.version)
+        if framing == "img":
+            opening += _IMG_PART_HEAD
+        try:
+            self._consume(stream.write(opening))
+        except StreamClosedError:
+            self._on_close()
+            return
+        log.info(
+            "mjpeg viewer %s joined (%s framing); %d watching %s",
+            self.request.remote_ip,
+            framing,
+            self.feed.subscriber_count,
+            self.feed.name,
+        )
+        if stream.closed():
+            self._on_close()
+
+    # -- the Subscriber side ------------------------------------------------
+    def send(self, data: bytes) -> asyncio.Future[Any] | None:
+        stream = self._stream
+        if stream is None or self._gone:
+            raise SubscriberGone
+        try:
+            return stream.write(data)  # type: ignore[return-value]
+        except StreamClosedError as exc:
+            raise SubscriberGone from exc
+
+    def feed_closed(self) -> None:
+        if self._stream is not None and not self._stream.closed():
+            self._stream.close()
+
+    def _on_close(self) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        self.feed.unsubscribe(self)
+        log.info(
+            "mjpeg viewer %s left; %d watching %s",
+            self.request.remote_ip,
+            self.feed.subscriber_count,
+            self.feed.name,
+        )
+
+    @staticmethod
+    def _consume(future: asyncio.Future[Any]) -> None:
+        future.add_done_callback(lambda f: f.exception())

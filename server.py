@@ -1,0 +1,302 @@
+"""camstream: a live camera in the browser, from one Tornado process.
+
+Composition root only: read the settings (command line, then environment,
+then defaults), build the camera and its feed, make the application, listen,
+and run until SIGINT or SIGTERM; then stop the feed and the camera.
+
+    python server.py                       # emulated camera on http://127.0.0.1:8080/
+    CAMERA=files python server.py --source frames/ --fps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+import handlers
+from cameras import DRIVERS, CameraConfig, CameraError, create_camera
+from cameras.feed import FrameFeed
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("camstream")
+
+ENV_PREFIX = "CAMSTREAM_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server is told at start; built once in :func:`main`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    camera: str = "emulated"
+    source: str | None = None
+    fps: float = 30.0
+    width: int = 640
+    height: int = 480
+    quality: int = 80
+    idle_timeout_s: float = 10.0
+    snapshot_timeout_s: float = 5.0
+    log_level: str = "info"
+    static_path: str = ""
+
+    def camera_config(self) -> CameraConfig:
+        return CameraConfig(
+            source=self.source,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            quality=self.quality,
+        )
+
+
+def default_static_path() -> str:
+    """``static/`` beside this file, or where ``pip install .`` put it."""
+    here = Path(__file__).resolve().parent / "static"
+    if here.is_dir():
+        return str(here)
+    return str(Path(sys.prefix) / "share" / "camstream" / "static")
+
+
+# -- command line -------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One clear line and status 2, no usage dump."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: type, low: float, high: float, what: str):
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (low <= value <= high) or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range ({what})")
+        return value
+
+    return convert
+
+
+def _driver(text: str) -> str:
+    if text not in DRIVERS:
+        raise argparse.ArgumentTypeError(f"unknown camera {text!r} (known: {', '.join(sorted(DRIVERS))})")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line; every option's default comes from the environment if set."""
+
+    def env_default(name: str, default: str | None) -> str | None:
+        return env.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+    camera_default = env.get(ENV_PREFIX + "CAMERA") or env.get("CAMERA") or "emulated"
+    parser = _Parser(
+        prog="server.py",
+        description="Serve a live camera as Motion-JPEG and over WebSocket. "
+        f"Each option can also be set in the environment as {ENV_PREFIX}NAME "
+        "(for example CAMSTREAM_PORT=8000); CAMERA=NAME selects the camera as well.",
+    )
+    net = parser.add_argument_group("network")
+    net.add_argument(
+        "--host", default=env_default("host", "127.0.0.1"), help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    net.add_argument(
+        "--port",
+        type=_number(int, 0, 65535, "a port number 0-65535"),
+        default=env_default("port", "8080"),
+        help="TCP port (default 8080; 0 picks a free one)",
+    )
+    cam = parser.add_argument_group("camera")
+    cam.add_argument(
+        "--camera",
+        type=_driver,
+        default=camera_default,
+        help=f"camera driver: {', '.join(sorted(DRIVERS))} (default emulated)",
+    )
+    cam.add_argument(
+        "--source",
+        default=env_default("source", None),
+        help="driver-specific source: for files, a folder of .jpg files",
+    )
+    cam.add_argument(
+        "--fps",
+        type=_number(float, 0.01, 120, "frames per second above 0, at most 120"),
+        default=env_default("fps", "30"),
+        help="frames per second (default 30)",
+    )
+    cam.add_argument(
+        "--width",
+        type=_number(int, 16, 8192, "a width of 16-8192 pixels"),
+        default=env_default("width", "640"),
+        help="frame width in pixels (default 640)",
+    )
+    cam.add_argument(
+        "--height",
+        type=_number(int, 16, 8192, "a height of 16-8192 pixels"),
+        default=env_default("height", "480"),
+        help="frame height in pixels (default 480)",
+    )
+    cam.add_argument(
+        "--quality",
+        type=_number(int, 1, 100, "a JPEG quality of 1-100"),
+        default=env_default("quality", "80"),
+        help="JPEG quality 1-100 (default 80)",
+    )
+    cam.add_argument(
+        "--idle-timeout",
+        type=_number(float, 0, 86400, "seconds, 0-86400"),
+        default=env_default("idle-timeout", "10"),
+        help="stop the camera this many seconds after the last viewer leaves (default 10)",
+    )
+    cam.add_argument(
+        "--snapshot-timeout",
+        type=_number(float, 0.1, 600, "seconds, 0.1-600"),
+        default=env_default("snapshot-timeout", "5"),
+        help="how long a snapshot waits for a cold camera's first frame (default 5)",
+    )
+    other = parser.add_argument_group("other")
+    other.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=env_default("log-level", "info"),
+        help="debug, info, warning or error (default info)",
+    )
+    other.add_argument("--version", action="version", version=f"camstream {__version__}")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``argv`` and ``env``; exits with status 2 and one line on a bad value."""
+    args = build_parser(os.environ if env is None else env).parse_args(argv)
+    return Settings(
+        host=args.host,
+        port=args.port,
+        camera=args.camera,
+        source=args.source or None,
+        fps=args.fps,
+        width=args.width,
+        height=args.height,
+        quality=args.quality,
+        idle_timeout_s=args.idle_timeout,
+        snapshot_timeout_s=args.snapshot_timeout,
+        log_level=args.log_level,
+        static_path=default_static_path(),
+    )
+
+
+# -- the application ----------------------------------------------------------
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Requests at DEBUG (a dashboard polling snapshots must not flood the log),
+    client errors at INFO, server errors at WARNING."""
+    status = handler.get_status()
+    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
+    request = handler.request
+    logging.getLogger("tornado.access").log(
+        level,
+        "%d %s %s (%s) %.1f ms",
+        status,
+        request.method,
+        request.uri,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+
+
+def make_app(settings: Settings, feed: FrameFeed) -> tornado.web.Application:
+    """The Tornado application for one camera feed."""
+    rules = handlers.routes(
+        feed,
+        static_path=settings.static_path or default_static_path(),
+        snapshot_timeout_s=settings.snapshot_timeout_s,
+        version=__version__,
+        started_at=time.monotonic(),
+    )
+    return tornado.web.Application(
+        rules,
+        default_handler_class=handlers.NotFoundHandler,
+        log_function=log_request,
+        websocket_ping_interval=20,
+        websocket_ping_timeout=30,
+    )
+
+
+def make_feed(settings: Settings) -> FrameFeed:
+    """Build the camera (not started) and its feed; raises CameraError."""
+    camera = create_camera(settings.camera, settings.camera_config())
+    return FrameFeed(camera, name=settings.camera, idle_timeout_s=settings.idle_timeout_s)
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"server.py: error: {message}\n")
+    raise SystemExit(2)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the server until SIGINT or SIGTERM."""
+    try:
+        feed = make_feed(settings)
+    except CameraError as exc:
+        _fail(str(exc))
+    try:
+        sockets = bind_sockets(settings.port, settings.host)
+    except (OSError, socket.gaierror) as exc:
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    app = make_app(settings, feed)
+    server = HTTPServer(app, xheaders=False, idle_connection_timeout=60)
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    seen = set()
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        if url not in seen:
+            seen.add(url)
+            log.info("serving the %s camera on %s (stream: %sstream.mjpg)", settings.camera, url, url)
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    feed.close()
+    await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python server.py`` and of the ``camstream`` command."""
+    settings = parse_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

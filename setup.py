@@ -1,0 +1,46 @@
+"""Packaging: ``pip install .`` installs the server, its handlers, cameras and pages."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+
+def version() -> str:
+    for line in (HERE / "server.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split('"')[1]
+    raise RuntimeError("no __version__ in server.py")
+
+
+setup(
+    name="camstream",
+    version=version(),
+    description="A live camera in the browser: Motion-JPEG and WebSocket from one Tornado process",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    py_modules=["server"],
+    packages=["handlers", "cameras"],
+    data_files=[("share/camstream/static", [str(p) for p in sorted(Path("static").glob("*")) if p.is_file()])],
+    install_requires=["tornado>=6.4,<7", "pillow>=10.1"],
+    extras_require={
+        "opencv": ["opencv-python-headless>=4.8"],
+        "test": [
+            "pytest>=8",
+            "pytest-tornado==0.8.1",
+            # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 81 removed.
+            "setuptools<81",
+            "playwright>=1.45",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["camstream=server:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Tornado",
+        "Topic :: Multimedia :: Video :: Capture",
+    ],
+)
