@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -121,7 +122,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     net = parser.add_argument_group("network")
     net.add_argument(
-        "--host", default=env_default("host", "127.0.0.1"), help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)"
+        "--host",
+        default=env_default("host", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
     )
     net.add_argument(
         "--port",
@@ -292,10 +295,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

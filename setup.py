@@ -24,7 +24,9 @@ setup(
     python_requires=">=3.11",
     py_modules=["server"],
     packages=["handlers", "cameras"],
-    data_files=[("share/camstream/static", [str(p) for p in sorted(Path("static").glob("*")) if p.is_file()])],
+    data_files=[
+        ("share/camstream/static", [str(p) for p in sorted(Path("static").glob("*")) if p.is_file()])
+    ],
     install_requires=["tornado>=6.4,<7", "pillow>=10.1"],
     extras_require={
         "opencv": ["opencv-python-headless>=4.8"],

@@ -127,7 +127,7 @@ class ThreadedCamera(Camera):
         self._last_publish = 0.0
 
     # -- to implement -------------------------------------------------------
-    def open(self) -> None:  # noqa: B027 - optional hook
+    def open(self) -> None:
         """Open the source (driver thread). Raise CameraError on failure."""
 
     @abc.abstractmethod
@@ -138,7 +138,7 @@ class ThreadedCamera(Camera):
         nothing new yet; raise CameraError when the source has failed.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release the source (driver thread); must not raise."""
 
     # -- the contract -------------------------------------------------------

@@ -60,12 +60,8 @@ def render_frame(index: int, count: int, width: int, height: int, quality: int) 
     font = ImageFont.load_default(size=font_px)
     text_x = max(4, width // 20)
     draw.text((text_x, bar_h + font_px // 2), "emulated camera", fill=(240, 240, 240), font=font)
-    draw.text(
-        (text_x, bar_h + font_px * 2), f"frame {index + 1:3d}/{count}", fill=(255, 220, 90), font=font
-    )
-    draw.text(
-        (text_x, bar_h + font_px * 7 // 2), f"{width}x{height}", fill=(160, 200, 255), font=font
-    )
+    draw.text((text_x, bar_h + font_px * 2), f"frame {index + 1:3d}/{count}", fill=(255, 220, 90), font=font)
+    draw.text((text_x, bar_h + font_px * 7 // 2), f"{width}x{height}", fill=(160, 200, 255), font=font)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality)
     return out.getvalue()

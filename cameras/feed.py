@@ -253,9 +253,7 @@ class FrameFeed:
                 slots = [s for s in self._slots.values() if s.sub.repeat_stale]
                 self._deliver(frame, slots, repeat=True)
 
-    def _deliver(
-        self, frame: Frame, slots: list[_Slot], *, new: bool = False, repeat: bool = False
-    ) -> None:
+    def _deliver(self, frame: Frame, slots: list[_Slot], *, new: bool = False, repeat: bool = False) -> None:
         """Start a write of ``frame`` to each free slot; mark busy ones as behind.
 
         A busy slot is counted as skipping when a *new* frame finds it busy;

@@ -43,9 +43,10 @@ _IMG_PART_HEAD = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode()
 
 def length_part(frame: Frame) -> bytes:
     """One part with Content-Length and X-Timestamp, ending in CRLF."""
-    head = (
-        b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n"
-        % (BOUNDARY.encode(), len(frame.jpeg), frame.timestamp)
+    head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n" % (
+        BOUNDARY.encode(),
+        len(frame.jpeg),
+        frame.timestamp,
     )
     return b"".join((head, frame.jpeg, b"\r\n"))
 

@@ -1,0 +1,224 @@
+"""Fixtures: colour frames, an in-process app for pytest-tornado, a real server
+process, and a headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import server
+from cameras.feed import FrameFeed
+from tests.fakes import jpeg
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+
+#: Solid colours the files camera cycles through; tests read them back.
+COLOURS = [
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (0, 255, 255),
+    (255, 0, 255),
+]
+
+
+def nearest_colour(rgb: tuple[int, ...]) -> int:
+    """Index in COLOURS of the colour closest to ``rgb``."""
+    return min(
+        range(len(COLOURS)), key=lambda i: sum((a - b) ** 2 for a, b in zip(COLOURS[i], rgb[:3], strict=True))
+    )
+
+
+def write_colour_frames(folder: Path, size: tuple[int, int] = (160, 120)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, colour in enumerate(COLOURS):
+        (folder / f"{i + 1:02d}.jpg").write_bytes(jpeg(colour, size))
+    return folder
+
+
+@pytest.fixture
+def frames_dir(tmp_path: Path) -> Path:
+    return write_colour_frames(tmp_path / "frames")
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Any ERROR logged during a test fails it."""
+    caplog.set_level(logging.INFO)
+    yield
+    errors = [
+        r
+        for phase in ("setup", "call", "teardown")
+        for r in caplog.get_records(phase)  # type: ignore[arg-type]
+        if r.levelno >= logging.ERROR
+    ]
+    if errors:
+        pytest.fail("unexpected ERROR log: " + "; ".join(r.getMessage() for r in errors))
+
+
+# -- an in-process server for pytest-tornado ---------------------------------
+@pytest.fixture
+def settings(frames_dir: Path) -> server.Settings:
+    """The files camera over the colour frames at 30 fps; override per module."""
+    return server.Settings(camera="files", source=str(frames_dir), fps=30, idle_timeout_s=10)
+
+
+@pytest.fixture
+def feed(settings: server.Settings) -> Iterator[FrameFeed]:
+    feed = server.make_feed(settings)
+    yield feed
+    feed.close()
+
+
+@pytest.fixture
+def app(settings: server.Settings, feed: FrameFeed):
+    return server.make_app(settings, feed)
+
+
+@pytest.fixture
+def port(http_server, http_port: int) -> int:
+    """The loopback port of a running in-process server (pytest-tornado)."""
+    return http_port
+
+
+# -- a real server process ----------------------------------------------------
+class ServerProcess:
+    """``python server.py ARGS`` on a loopback port; logs kept for inspection."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout_s: float = 20.0) -> ServerProcess:
+        self.starts += 1
+        port = ["--port", str(self.port)]
+        log_file = self.log_path.with_suffix(f".{self.starts}.log")
+        with open(log_file, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1", *port, *self.args],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        self.current_log = log_file
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = log_file.read_text(errors="replace")
+            found = re.search(r"on http://127\.0\.0\.1:(\d+)/", text)
+            if found:
+                self.port = int(found.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)  # polling the log file with a deadline
+        raise TimeoutError(f"server did not start within {timeout_s} s:\n{log_file.read_text()}")
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.proc = None
+        return proc.returncode
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.log_path.parent.glob("*.log")))
+
+    def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.url + path.lstrip("/"))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """``start_server(*args, env=None)`` runs a server process, stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        logs = tmp_path / f"server{len(started)}"
+        logs.mkdir()
+        proc = ServerProcess(list(args), logs / "server", env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+        text = proc.log_text()
+        assert "Traceback" not in text, text
+        assert " ERROR " not in text, text
+
+
+# -- a real browser ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium per test module.  Module scope, not session: Playwright's sync
+    API keeps an event loop marked running while it lives, which would stop
+    pytest-tornado's loop in the modules that follow."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/test.sh, which installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """In CI a skipped test is a failure: every test must run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if os.environ.get("CI") and skipped:
+        terminalreporter.write_line(f"error: {len(skipped)} test(s) skipped in CI", red=True)
+        terminalreporter._session.exitstatus = 1

@@ -1,0 +1,168 @@
+"""The drivers behind the contract: emulated, files, the threaded helper, the registry."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from cameras import DRIVERS, CameraConfig, CameraError, create_camera
+from cameras.base import ThreadedCamera
+from cameras.emulated import EmulatedCamera, loop_length, render_frame
+from cameras.files import FilesCamera
+from tests.conftest import COLOURS, nearest_colour
+
+
+def wait_for(predicate, timeout_s: float = 5.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.005)  # polling a driver thread with a deadline
+    raise AssertionError("condition not met in time")
+
+
+def collect(camera, count: int, timeout_s: float = 10.0):
+    frames = []
+    deadline = time.monotonic() + timeout_s
+    while len(frames) < count:
+        assert time.monotonic() < deadline, f"only {len(frames)} frames"
+        frame = camera.latest()
+        if frame is not None and (not frames or frame.seq != frames[-1].seq):
+            frames.append(frame)
+        time.sleep(0.002)
+    return frames
+
+
+def test_registry_builds_known_drivers_and_refuses_others():
+    assert {"emulated", "files"} <= set(DRIVERS)
+    assert isinstance(create_camera("emulated", CameraConfig()), EmulatedCamera)
+    with pytest.raises(CameraError, match="unknown camera driver 'webcam9'"):
+        create_camera("webcam9", CameraConfig())
+
+
+def test_emulated_camera_moves():
+    camera = EmulatedCamera(CameraConfig(width=320, height=240, fps=60, quality=70))
+    assert not camera.running and camera.latest() is None
+    camera.start()
+    try:
+        frames = collect(camera, 5)
+        assert camera.online
+    finally:
+        camera.stop()
+    camera.stop()  # idempotent
+    assert not camera.running and not camera.online
+    seqs = [f.seq for f in frames]
+    assert seqs == sorted(set(seqs))
+    assert len({f.jpeg for f in frames}) == 5, "consecutive frames must differ"
+    for frame in frames:
+        image = Image.open(io.BytesIO(frame.jpeg))
+        assert image.size == (320, 240) == (frame.width, frame.height)
+
+
+def test_emulated_loop_is_encoded_once():
+    camera = EmulatedCamera(CameraConfig(width=64, height=48, fps=5))
+    count = loop_length(5)
+    first = [camera.capture()[0] for _ in range(count)]
+    second = [camera.capture()[0] for _ in range(count)]
+    assert all(a is b for a, b in zip(first, second, strict=True))  # the stored bytes, not new ones
+    assert len(set(first)) == count
+
+
+def test_emulated_frame_renders_at_any_size():
+    for size in ((16, 16), (1920, 1080)):
+        data = render_frame(3, 10, *size, quality=50)
+        assert Image.open(io.BytesIO(data)).size == size
+
+
+def test_seq_keeps_increasing_across_restarts():
+    camera = EmulatedCamera(CameraConfig(width=64, height=48, fps=100))
+    camera.start()
+    last = collect(camera, 2)[-1].seq
+    camera.stop()
+    camera.start()
+    try:
+        frame = wait_for(lambda: (f := camera.latest()) is not None and f.seq > last and f)
+    finally:
+        camera.stop()
+    assert frame.seq > last
+
+
+def test_files_camera_serves_the_files_as_they_are(frames_dir):
+    files = sorted(frames_dir.glob("*.jpg"))
+    camera = FilesCamera(CameraConfig(source=str(frames_dir), fps=100))
+    camera.start()
+    try:
+        frames = collect(camera, 8)
+    finally:
+        camera.stop()
+    originals = [p.read_bytes() for p in files]
+    start = originals.index(frames[0].jpeg)
+    for i, frame in enumerate(frames):
+        assert frame.jpeg == originals[(start + i) % len(originals)]
+        assert (frame.width, frame.height) == (160, 120)
+    colours = [nearest_colour(Image.open(io.BytesIO(f.jpeg)).getpixel((5, 5))) for f in frames]
+    assert colours[:2] == [start % len(COLOURS), (start + 1) % len(COLOURS)]
+
+
+def test_files_camera_errors(tmp_path):
+    with pytest.raises(CameraError, match="needs --source"):
+        FilesCamera(CameraConfig())
+    with pytest.raises(CameraError, match="not a folder"):
+        FilesCamera(CameraConfig(source=str(tmp_path / "missing")))
+    with pytest.raises(CameraError, match=r"no \.jpg"):
+        FilesCamera(CameraConfig(source=str(tmp_path)))
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(CameraError, match=r"bad\.jpg: cannot read it as a JPEG"):
+        FilesCamera(CameraConfig(source=str(tmp_path)))
+
+
+class FlakyCamera(ThreadedCamera):
+    """Fails to open twice, then delivers; fails again when told to."""
+
+    driver = "flaky"
+    retry_initial_s = 0.01
+    retry_max_s = 0.04
+
+    def __init__(self) -> None:
+        super().__init__(CameraConfig(fps=200))
+        self.opens = 0
+        self.closes = 0
+        self.broken = threading.Event()
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= 2:
+            raise CameraError("device is busy")
+
+    def capture(self):
+        if self.broken.is_set():
+            raise CameraError("device unplugged")
+        return b"\xff\xd8\xff\xd9", 1, 1
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def test_a_failing_source_is_retried_and_reported(caplog):
+    camera = FlakyCamera()
+    camera.start()
+    try:
+        wait_for(lambda: camera.latest() is not None)
+        assert camera.opens == 3 and camera.online and camera.error is None
+        camera.broken.set()
+        wait_for(lambda: not camera.online)
+        assert camera.error == "device unplugged"
+        assert camera.running  # still trying
+        camera.broken.clear()
+        wait_for(lambda: camera.online)
+    finally:
+        camera.stop()
+    assert camera.closes == camera.opens - 2  # every opened source was released
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("device is busy" in w for w in warnings)
+    assert sum("device unplugged" in w for w in warnings) == 1  # one line, not one per retry

@@ -1,0 +1,139 @@
+"""The command line: settings, bad values, and a real server process end to end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import server
+from tests.conftest import ROOT
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_defaults():
+    settings = server.parse_settings([], env={})
+    assert (settings.host, settings.port, settings.camera) == ("127.0.0.1", 8080, "emulated")
+    assert (settings.fps, settings.width, settings.height, settings.quality) == (30, 640, 480, 80)
+    assert settings.idle_timeout_s == 10
+    assert settings.source is None
+
+
+def test_environment_and_command_line():
+    env = {"CAMERA": "files", "CAMSTREAM_FPS": "12.5", "CAMSTREAM_PORT": "9000", "CAMSTREAM_SOURCE": "/x"}
+    settings = server.parse_settings([], env=env)
+    assert (settings.camera, settings.fps, settings.port, settings.source) == ("files", 12.5, 9000, "/x")
+    settings = server.parse_settings(["--fps", "5", "--camera", "emulated", "--quality", "60"], env=env)
+    assert (settings.camera, settings.fps, settings.quality) == ("emulated", 5, 60)
+    assert (
+        server.parse_settings([], env={"CAMERA": "files", "CAMSTREAM_CAMERA": "emulated"}).camera
+        == "emulated"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--camera", "nosuch"], {}, "unknown camera 'nosuch'"),
+        ([], {"CAMERA": "nosuch"}, "unknown camera 'nosuch'"),
+        (["--fps", "0"], {}, "--fps"),
+        (["--fps", "abc"], {}, "--fps"),
+        (["--fps", "nan"], {}, "--fps"),
+        (["--quality", "500"], {}, "--quality"),
+        (["--width", "-1"], {}, "--width"),
+        (["--port", "70000"], {}, "--port"),
+        (["--idle-timeout", "-3"], {}, "--idle-timeout"),
+        (["--log-level", "chatty"], {}, "--log-level"),
+        (["--camera", "files"], {}, "needs --source"),
+        (["--camera", "files", "--source", "/nonexistent"], {}, "not a folder"),
+        (["--source", "x"], {}, "takes no --source"),
+        (["--bogus"], {}, "unrecognized arguments"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(args, env, message):
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_folder_without_jpegs(tmp_path):
+    (tmp_path / "notes.txt").write_text("no pictures here")
+    result = run_cli("--camera", "files", "--source", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"server.py: error: --source {tmp_path}: no .jpg or .jpeg files in this folder"
+    )
+
+
+def test_a_port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--port", str(port))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_option():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in (
+        "--host",
+        "--port",
+        "--camera",
+        "--source",
+        "--fps",
+        "--width",
+        "--height",
+        "--quality",
+        "--idle-timeout",
+        "--log-level",
+    ):
+        assert option in result.stdout
+
+
+def status(proc) -> dict:
+    code, _headers, body = proc.get("/status")
+    assert code == 200
+    return json.loads(body)
+
+
+def test_server_process_idles_the_camera_and_exits_cleanly(start_server, frames_dir):
+    proc = start_server("--camera", "files", "--source", str(frames_dir), "--idle-timeout", "0.5")
+    assert status(proc)["running"] is False
+    code, _headers, body = proc.get("/snapshot.jpg")
+    assert code == 200 and body.startswith(b"\xff\xd8")
+    assert status(proc)["running"] is True
+    deadline = time.monotonic() + 10
+    while status(proc)["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling with a deadline
+    assert status(proc)["running"] is False
+    assert "stopping the camera" in proc.log_text()
+    assert proc.stop() == 0
+    log = proc.log_text()
+    assert "shutting down" in log
+
+
+def test_camera_environment_variable_selects_the_driver(start_server, frames_dir):
+    proc = start_server("--source", str(frames_dir), env={"CAMERA": "files"})
+    assert status(proc)["driver"] == "files"
