@@ -27,6 +27,8 @@ class Part:
     headers: dict[str, str]
     body: bytes
     arrived: float = field(default_factory=time.monotonic)
+    #: Wall-clock arrival, comparable with the server's X-Timestamp on the same machine.
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass
