@@ -228,13 +228,13 @@ class ThreadedCamera(Camera):
                 next_due = time.monotonic()
                 continue
             if result is not None:
+                self._publish(*result)  # before going online: latest() is then fresh
                 if not self._online:
                     if self._error is not None:
                         log.info("%s camera is back online", self.driver)
                     self._online = True
                     self._error = None
                 retry_s = self.retry_initial_s
-                self._publish(*result)
             if self.paced and interval_s:
                 next_due += interval_s
                 delay = next_due - time.monotonic()

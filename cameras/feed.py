@@ -134,7 +134,11 @@ class FrameFeed:
         if self._closed:
             raise CameraError("the server is shutting down")
         self._activate()
-        self._slots[sub] = _Slot(sub)
+        slot = self._slots[sub] = _Slot(sub)
+        if self.camera.online and self.camera.latest() is not None:
+            # A warm camera: the newest frame goes out on the next tick rather
+            # than one frame interval later (seconds, for a slow camera).
+            self._behind.add(slot)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Remove a subscriber (idempotent); the last one out arms the idle stop."""
@@ -299,6 +303,13 @@ class FrameFeed:
         slot.sub.feed_closed()
 
     # -- reporting ----------------------------------------------------------
+    def snapshot_failure(self, timeout_s: float) -> str:
+        """Why no snapshot came within ``timeout_s``, for people."""
+        error = self.camera.error
+        if error:
+            return f"the camera is offline: {error}"
+        return f"no frame from the camera within {timeout_s:g} s"
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary of the camera and the feed."""
         cam = self.camera

@@ -26,7 +26,7 @@ class SnapshotHandler(BaseHandler):
             frame = await self.feed.snapshot(self.timeout_s)
         except TimeoutError:
             log.warning("snapshot: no frame from %s within %g s", self.feed.name, self.timeout_s)
-            self.fail(503, f"Service Unavailable: no frame from the camera within {self.timeout_s:g} s")
+            self.fail(503, f"Service Unavailable: {self.feed.snapshot_failure(self.timeout_s)}")
             return
         except CameraError as exc:
             self.fail(503, f"Service Unavailable: {exc}")

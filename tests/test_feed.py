@@ -260,3 +260,18 @@ def test_poll_interval_is_a_quarter_frame_within_bounds():
 
 def test_subscriber_gone_is_an_exception():
     assert issubclass(SubscriberGone, Exception)
+
+
+def test_a_new_viewer_of_a_warm_camera_gets_the_current_frame_at_once(feed, camera):
+    first = FakeSubscriber()
+    first.auto_complete = True
+    feed.subscribe(first)
+    camera.push(b"current")
+    feed.tick()
+    late = FakeSubscriber()
+    feed.subscribe(late)
+    feed.tick()  # no new frame, yet the newcomer is served
+    assert late.sent == [b"current"]
+    assert first.sent == [b"current"]
+    feed.tick()
+    assert late.sent == [b"current"]
