@@ -36,7 +36,7 @@ setup(
             # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 81 removed.
             "setuptools<81",
             "playwright>=1.45",
-            "ruff>=0.6",
+            "ruff==0.17.6",  # pinned: formatting changes between releases
         ],
     },
     entry_points={"console_scripts": ["camstream=server:main"]},

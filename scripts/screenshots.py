@@ -1,6 +1,6 @@
 """Regenerate the README's screenshots (docs/*.png) in headless Chromium.
 
-    .venv/bin/python scripts/screenshots.py
+.venv/bin/python scripts/screenshots.py
 """
 
 from __future__ import annotations
