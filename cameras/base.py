@@ -27,6 +27,8 @@ class Frame:
     ``seq`` is strictly increasing per camera (across restarts too), so a
     consumer can tell a new frame from one it has already seen.
     ``timestamp`` is the capture time in Unix seconds (``time.time()``).
+    ``live`` is False for a picture the server made itself (the "no signal"
+    picture shown while the source is failing).
     """
 
     jpeg: bytes
@@ -34,12 +36,15 @@ class Frame:
     timestamp: float
     width: int
     height: int
+    live: bool = True
 
 
 @dataclass(frozen=True)
 class CameraConfig:
     """What a driver is asked for; a driver may ignore what does not apply."""
 
+    #: The camera's name, for logs and the "no signal" picture.
+    name: str = ""
     source: str | None = None
     width: int = 640
     height: int = 480
@@ -112,6 +117,8 @@ class ThreadedCamera(Camera):
     #: First and largest delay between attempts to reopen a failed source, seconds.
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    #: While the source is failing, a "no signal" picture is published this often.
+    no_signal_interval_s: float = 1.0
 
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)
@@ -146,6 +153,7 @@ class ThreadedCamera(Camera):
         if self.running:
             return
         self._stop_event = threading.Event()
+        self._frame = None  # a frame from before the last stop is stale
         self._rate_start = time.monotonic()
         self._rate_count = 0
         self._rate_fps = 0.0
@@ -223,7 +231,7 @@ class ThreadedCamera(Camera):
                     log.warning("%s camera failed: %s (retrying in %.1f s)", self.driver, exc, retry_s)
                 self._online = False
                 self._error = str(exc)
-                stop.wait(retry_s)
+                self._wait_showing_no_signal(stop, retry_s)
                 retry_s = min(retry_s * 2, self.retry_max_s)
                 next_due = time.monotonic()
                 continue
@@ -244,6 +252,30 @@ class ThreadedCamera(Camera):
                     next_due = time.monotonic()  # fell behind: do not burst to catch up
         if opened:
             self._safe_close()
+
+    def _wait_showing_no_signal(self, stop: threading.Event, wait_s: float) -> None:
+        """Wait ``wait_s`` (or until stopped), publishing a fresh "no signal"
+        picture every ``no_signal_interval_s`` so viewers see the outage."""
+        deadline = time.monotonic() + wait_s
+        while not stop.is_set():
+            self._publish_no_signal()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.wait(min(self.no_signal_interval_s, remaining)):
+                return
+
+    def _publish_no_signal(self) -> None:
+        from cameras.nosignal import render_no_signal  # Pillow, only when needed
+
+        last = self._frame
+        width, height = (last.width, last.height) if last else (self.config.width, self.config.height)
+        name = self.config.name or self.driver
+        try:
+            jpeg = render_no_signal(name, width, height)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot draw the no-signal picture: %s", name, exc)
+            return
+        self._seq += 1
+        self._frame = Frame(jpeg, self._seq, time.time(), width, height, live=False)
 
     def _safe_close(self) -> None:
         try:

@@ -135,9 +135,9 @@ class FrameFeed:
             raise CameraError("the server is shutting down")
         self._activate()
         slot = self._slots[sub] = _Slot(sub)
-        if self.camera.online and self.camera.latest() is not None:
-            # A warm camera: the newest frame goes out on the next tick rather
-            # than one frame interval later (seconds, for a slow camera).
+        if self.camera.running and self.camera.latest() is not None:
+            # A warm camera: the newest frame (or "no signal" picture) goes out on
+            # the next tick rather than one frame interval later.
             self._behind.add(slot)
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -151,7 +151,8 @@ class FrameFeed:
         self._maybe_idle()
 
     async def snapshot(self, timeout_s: float) -> Frame:
-        """The newest frame; if the camera is cold, start it and wait for its first.
+        """The newest live frame; if the camera is cold or failing, start it and
+        wait for its next live frame (never the "no signal" picture).
 
         Raises CameraError if the camera cannot start, TimeoutError if no frame
         comes within ``timeout_s``.  Keeps the camera warm for the idle timeout.
@@ -159,7 +160,7 @@ class FrameFeed:
         if self._closed:
             raise CameraError("the server is shutting down")
         frame = self.camera.latest()
-        if frame is not None and self.camera.online:
+        if frame is not None and frame.live and self.camera.online:
             self._maybe_idle()  # a snapshot counts as a visit
             return frame
         self._activate()
@@ -240,7 +241,7 @@ class FrameFeed:
             self._wire.clear()
             self._last_new_at = now
             self._last_repeat_at = now
-            if self._waiters:
+            if self._waiters and frame.live:
                 waiters, self._waiters = self._waiters, []
                 for waiter in waiters:
                     if not waiter.done():

@@ -51,7 +51,7 @@ class FakeCamera(Camera):
     def running(self) -> bool:
         return self._running
 
-    def push(self, data: bytes | None = None, timestamp: float | None = None) -> Frame:
+    def push(self, data: bytes | None = None, timestamp: float | None = None, *, live: bool = True) -> Frame:
         self._seq += 1
         self._frame = Frame(
             data if data is not None else b"frame-%d" % self._seq,
@@ -59,6 +59,7 @@ class FakeCamera(Camera):
             float(self._seq) if timestamp is None else timestamp,
             64,
             48,
+            live,
         )
         return self._frame
 

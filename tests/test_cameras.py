@@ -152,7 +152,8 @@ def test_a_failing_source_is_retried_and_reported(caplog):
     camera = FlakyCamera()
     camera.start()
     try:
-        wait_for(lambda: camera.latest() is not None)
+        wait_for(lambda: camera.online)
+        assert camera.latest().live
         assert camera.opens == 3 and camera.online and camera.error is None
         camera.broken.set()
         wait_for(lambda: not camera.online)
@@ -166,3 +167,42 @@ def test_a_failing_source_is_retried_and_reported(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("device is busy" in w for w in warnings)
     assert sum("device unplugged" in w for w in warnings) == 1  # one line, not one per retry
+
+
+def test_a_failing_source_shows_no_signal_then_live_frames_again():
+    camera = FlakyCamera()
+    camera.config = CameraConfig(name="garage", fps=200, width=320, height=240)
+    camera.retry_initial_s = camera.retry_max_s = 0.3
+    camera.no_signal_interval_s = 0.05
+    camera.start()
+    try:
+        first = wait_for(lambda: (f := camera.latest()) is not None and f)
+        # The first two opens fail: a "no signal" picture, not nothing.
+        assert first.live is False and (first.width, first.height) == (320, 240)
+        image = Image.open(io.BytesIO(first.jpeg))
+        assert image.size == (320, 240)
+        # It is redrawn while the outage lasts (the time on it moves on).
+        wait_for(lambda: camera.latest().seq > first.seq and not camera.latest().live)
+        live = wait_for(lambda: (f := camera.latest()) is not None and f.live and f)
+        assert camera.online
+        camera.broken.set()
+        wait_for(lambda: not camera.latest().live)
+        assert not camera.online
+        camera.broken.clear()
+        back = wait_for(lambda: (f := camera.latest()) is not None and f.live and f)
+        assert back.seq > live.seq
+    finally:
+        camera.stop()
+
+
+def test_no_signal_picture_names_the_camera():
+    from cameras.nosignal import render_no_signal
+
+    data = render_no_signal("garage", 640, 480, when=0)
+    image = Image.open(io.BytesIO(data))
+    assert image.size == (640, 480)
+    assert render_no_signal("garage", 640, 480, when=0) == data
+    assert render_no_signal("porch", 640, 480, when=0) != data
+    assert render_no_signal("garage", 640, 480, when=3600) != data
+    # Mostly dark with bright text somewhere.
+    assert max(image.convert("L").getextrema()) > 150

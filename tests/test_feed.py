@@ -275,3 +275,28 @@ def test_a_new_viewer_of_a_warm_camera_gets_the_current_frame_at_once(feed, came
     assert first.sent == [b"current"]
     feed.tick()
     assert late.sent == [b"current"]
+
+
+@pytest.mark.gen_test
+async def test_snapshot_never_returns_the_no_signal_picture(feed, camera):
+    task = asyncio.ensure_future(feed.snapshot(timeout_s=5))
+    await asyncio.sleep(0)  # one loop turn: the snapshot registers its waiter
+    camera.push(b"no signal", live=False)
+    feed.tick()
+    assert not task.done()
+    live = camera.push(b"live")
+    feed.tick()
+    assert await task == live
+
+
+def test_viewers_get_the_no_signal_picture_like_any_frame(feed, camera):
+    sub = FakeSubscriber()
+    sub.auto_complete = True
+    feed.subscribe(sub)
+    camera.push(b"live")
+    feed.tick()
+    camera.push(b"no signal", live=False)
+    feed.tick()
+    camera.push(b"live again")
+    feed.tick()
+    assert sub.sent == [b"live", b"no signal", b"live again"]
