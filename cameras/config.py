@@ -1,0 +1,126 @@
+"""Which cameras a server runs: ``--camera NAME=DRIVER[:SOURCE]`` and ``--config cameras.toml``.
+
+A config file names each camera in a table of its own; any key left out comes
+from the command line (or its default)::
+
+    [cameras.garage]
+    driver = "opencv"
+    source = "0"
+    width = 1280
+    height = 720
+    fps = 15
+
+    [cameras.porch]
+    driver = "mjpeg"
+    source = "http://user:secret@192.0.2.10/video.mjpg"
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cameras.base import CameraConfig, CameraError
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_KEYS = {"driver", "source", "width", "height", "fps", "quality"}
+_LIMITS: dict[str, tuple[type, float, float]] = {
+    "width": (int, 16, 8192),
+    "height": (int, 16, 8192),
+    "fps": (float, 0.01, 120),
+    "quality": (int, 1, 100),
+}
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera of the server: its URL name, its driver and what the driver is asked for."""
+
+    name: str
+    driver: str
+    config: CameraConfig
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid camera name (it appears in URLs), else CameraError."""
+    if not NAME_PATTERN.match(name):
+        raise CameraError(
+            f"camera name {name!r}: use 1-40 lowercase letters, digits, '-' or '_',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def parse_camera_arg(text: str, defaults: CameraConfig, drivers: set[str]) -> CameraSpec:
+    """One ``--camera`` value: ``DRIVER``, ``NAME=DRIVER`` or ``NAME=DRIVER:SOURCE``.
+
+    The unnamed form is named after its driver.  A source given in the value
+    wins over ``--source``.  Raises CameraError with a message for people.
+    """
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = "", text
+    driver, colon, source = rest.partition(":")
+    driver = driver.strip()
+    if driver not in drivers:
+        raise CameraError(f"unknown camera {driver!r} (known: {', '.join(sorted(drivers))})")
+    name = check_name(name.strip() or driver)
+    config = replace(defaults, name=name, source=source if colon else defaults.source)
+    return CameraSpec(name, driver, config)
+
+
+def _number(camera: str, key: str, value: Any) -> float:
+    kind, low, high = _LIMITS[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CameraError(f"camera {camera!r}: {key} must be a number")
+    if kind is int and not float(value).is_integer():
+        raise CameraError(f"camera {camera!r}: {key} must be a whole number")
+    if not low <= value <= high:
+        raise CameraError(f"camera {camera!r}: {key} {value} is out of range ({low:g}-{high:g})")
+    return kind(value)
+
+
+def load_config(path: str, defaults: CameraConfig, drivers: set[str]) -> list[CameraSpec]:
+    """The cameras of a TOML file, in file order; raises CameraError naming the problem."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CameraError(f"--config {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CameraError(f"--config {path}: not valid TOML ({exc})") from exc
+    cameras = data.get("cameras")
+    if not isinstance(cameras, dict) or not cameras:
+        raise CameraError(f"--config {path}: no [cameras.NAME] tables")
+    specs = []
+    for name, table in cameras.items():
+        check_name(name)
+        if not isinstance(table, dict):
+            raise CameraError(f"--config {path}: cameras.{name} must be a table")
+        unknown = set(table) - _KEYS
+        if unknown:
+            raise CameraError(f"camera {name!r}: unknown setting {sorted(unknown)[0]!r}")
+        driver = table.get("driver", "")
+        if driver not in drivers:
+            raise CameraError(
+                f"camera {name!r}: unknown driver {driver!r} (known: {', '.join(sorted(drivers))})"
+            )
+        source = table.get("source", defaults.source)
+        if source is not None and not isinstance(source, str | int):
+            raise CameraError(f"camera {name!r}: source must be a string")
+        numbers = {key: _number(name, key, table[key]) for key in _LIMITS if key in table}
+        config = replace(defaults, name=name, source=None if source is None else str(source), **numbers)
+        specs.append(CameraSpec(name, driver, config))
+    return specs
+
+
+def check_unique(specs: list[CameraSpec]) -> list[CameraSpec]:
+    """``specs`` if no two cameras share a name, else CameraError."""
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise CameraError(f"two cameras are named {spec.name!r}: name them NAME=DRIVER")
+        seen.add(spec.name)
+    return specs
