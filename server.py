@@ -31,6 +31,7 @@ from tornado.netutil import bind_sockets
 import handlers
 from cameras import DRIVERS, CameraConfig, CameraError, create_camera
 from cameras.feed import FrameFeed
+from handlers.ws import normalize_origin
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,8 @@ class Settings:
     snapshot_timeout_s: float = 5.0
     log_level: str = "info"
     static_path: str = ""
+    #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` besides the page's own.
+    allow_origins: tuple[str, ...] = ()
 
     def camera_config(self) -> CameraConfig:
         return CameraConfig(
@@ -107,6 +110,25 @@ def _log_level(text: str) -> str:
     return text.lower()
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    """One origin, or several separated by commas (the environment's form)."""
+    try:
+        return tuple(normalize_origin(item) for item in text.split(",") if item.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _ExtendOrigins(argparse.Action):
+    """Repeatable option whose first use on the command line replaces the
+    environment's value instead of adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        current = getattr(namespace, self.dest)
+        if current is self.default or not isinstance(current, tuple):
+            current = ()
+        setattr(namespace, self.dest, current + tuple(values))
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     """The command line; every option's default comes from the environment if set."""
 
@@ -131,6 +153,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_number(int, 0, 65535, "a port number 0-65535"),
         default=env_default("port", "8080"),
         help="TCP port (default 8080; 0 picks a free one)",
+    )
+    net.add_argument(
+        "--allow-origin",
+        dest="allow_origins",
+        metavar="ORIGIN",
+        type=_origins,
+        action=_ExtendOrigins,
+        default=env_default("allow-origin", ""),
+        help="also accept WebSocket connections from pages of ORIGIN (scheme://host[:port]); "
+        "repeatable; the environment takes a comma-separated list (default: same origin only)",
     )
     cam = parser.add_argument_group("camera")
     cam.add_argument(
@@ -207,6 +239,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         snapshot_timeout_s=args.snapshot_timeout,
         log_level=args.log_level,
         static_path=default_static_path(),
+        allow_origins=tuple(dict.fromkeys(args.allow_origins)),
     )
 
 
@@ -236,13 +269,14 @@ def make_app(settings: Settings, feed: FrameFeed) -> tornado.web.Application:
         snapshot_timeout_s=settings.snapshot_timeout_s,
         version=__version__,
         started_at=time.monotonic(),
+        allow_origins=settings.allow_origins,
     )
     return tornado.web.Application(
         rules,
         default_handler_class=handlers.NotFoundHandler,
         log_function=log_request,
         websocket_ping_interval=20,
-        websocket_ping_timeout=30,
+        websocket_ping_timeout=20,  # Tornado 6.6 refuses (and warns about) a timeout above the interval
     )
 
 

@@ -14,6 +14,7 @@ from handlers.mjpeg import MjpegHandler
 from handlers.pages import PageHandler, StaticHandler
 from handlers.snapshot import SnapshotHandler
 from handlers.status import StatusHandler
+from handlers.ws import WsHandler
 
 __all__ = ["NotFoundHandler", "routes"]
 
@@ -43,6 +44,7 @@ def routes(
     snapshot_timeout_s: float,
     version: str,
     started_at: float,
+    allow_origins: tuple[str, ...] = (),
 ) -> list[Rule]:
     """Every URL the server answers, in one place."""
     stream = {"feed": feed}
@@ -57,6 +59,19 @@ def routes(
             PathMatches(_paths("/status")),
             StatusHandler,
             {"feed": feed, "version": version, "started_at": started_at},
+        ),
+        Rule(PathMatches(_paths("/ws")), WsHandler, {"feed": feed, "allow_origins": allow_origins}),
+        Rule(PathMatches(_paths("/viewer")), PageHandler, {"path": static_path, "page": "viewer.html"}),
+        # /kiosk may be framed by any origin (a dashboard's iframe); to restrict
+        # it, change frame-ancestors here, e.g. "frame-ancestors 'self' https://dash.example".
+        Rule(
+            PathMatches(_paths("/kiosk")),
+            PageHandler,
+            {
+                "path": static_path,
+                "page": "kiosk.html",
+                "headers": {"Content-Security-Policy": "frame-ancestors *"},
+            },
         ),
         Rule(PathMatches(r"/static/(.+)"), StaticHandler, {"path": static_path}),
     ]

@@ -18,11 +18,33 @@ class StaticHandler(tornado.web.StaticFileHandler):
 
 
 class PageHandler(StaticHandler):
-    """One fixed page of the static folder (``page=`` in the URL table)."""
+    """One fixed page of the static folder (``page=`` in the URL table).
 
-    def initialize(self, path: str, page: str) -> None:  # type: ignore[override]
+    ``headers`` are added to the page's responses (``/kiosk`` uses it for its
+    ``Content-Security-Policy: frame-ancestors``).  A request for the page
+    with a trailing slash (``/viewer/``) is redirected to ``../viewer``, a
+    relative location, so the page's relative URLs (``static/...``, ``ws``)
+    resolve as they should, also behind a proxy that strips a prefix.
+    """
+
+    def initialize(  # type: ignore[override]
+        self, path: str, page: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().initialize(path)
         self.page = page
+        self.extra_headers = dict(headers or {})
+
+    def prepare(self) -> None:
+        path = self.request.path
+        if path != "/" and path.endswith("/"):
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            query = self.request.query
+            self.redirect(f"../{name}" + (f"?{query}" if query else ""), permanent=True)
+
+    def set_extra_headers(self, path: str) -> None:
+        super().set_extra_headers(path)
+        for name, value in self.extra_headers.items():
+            self.set_header(name, value)
 
     def get(self, *args: str, include_body: bool = True):  # type: ignore[override]
         return super().get(self.page, include_body=include_body)

@@ -184,7 +184,7 @@ def test_a_failing_source_shows_no_signal_then_live_frames_again():
         # It is redrawn while the outage lasts (the time on it moves on).
         wait_for(lambda: camera.latest().seq > first.seq and not camera.latest().live)
         live = wait_for(lambda: (f := camera.latest()) is not None and f.live and f)
-        assert camera.online
+        wait_for(lambda: camera.online)
         camera.broken.set()
         wait_for(lambda: not camera.latest().live)
         assert not camera.online

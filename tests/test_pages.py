@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+
+import server
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -52,3 +57,67 @@ async def test_other_methods_are_refused(http_client, base_url, method):
     )
     assert response.code == 405
     assert response.body == b"405 Method Not Allowed\n"
+
+
+# -- the canvas viewer and the kiosk -------------------------------------------
+@pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize(
+    ("path", "marker"),
+    [
+        ("/viewer", 'src="static/viewer.js"'),
+        ("/viewer?overlay=1&_=17", 'src="static/viewer.js"'),
+        ("/kiosk", 'src="static/kiosk.js"'),
+        ("/kiosk?fit=cover&mode=mjpeg&1699999", 'src="static/kiosk.js"'),
+    ],
+)
+async def test_viewer_and_kiosk_pages(http_client, base_url, path, marker):
+    get = await http_client.fetch(base_url + path)
+    head = await http_client.fetch(base_url + path, method="HEAD")
+    assert get.code == head.code == 200
+    assert get.headers["Content-Type"].startswith("text/html")
+    assert head.body == b"" and head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert marker in get.body.decode()
+    assert 'src="static/frames.js"' in get.body.decode()
+
+
+@pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [("/viewer/", "../viewer"), ("/kiosk/?fit=cover", "../kiosk?fit=cover")],
+)
+async def test_a_trailing_slash_redirects_relatively(http_client, base_url, path, location):
+    # A relative Location keeps a proxy's path prefix, and the page's relative URLs
+    # (static/..., ws) resolve against the path without the slash.
+    for method in ("GET", "HEAD"):
+        response = await http_client.fetch(
+            base_url + path, method=method, follow_redirects=False, raise_error=False
+        )
+        assert response.code == 301
+        assert response.headers["Location"] == location
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_only_the_kiosk_may_be_framed_by_any_origin(http_client, base_url):
+    kiosk = await http_client.fetch(base_url + "/kiosk")
+    assert kiosk.headers["Content-Security-Policy"] == "frame-ancestors *"
+    viewer = await http_client.fetch(base_url + "/viewer")
+    assert "Content-Security-Policy" not in viewer.headers
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_index_links_to_the_viewer_and_the_kiosk(http_client, base_url):
+    body = (await http_client.fetch(base_url + "/")).body.decode()
+    assert 'href="viewer"' in body and 'href="kiosk"' in body
+    assert "<script" not in body
+
+
+@pytest.mark.parametrize(
+    "name", ["viewer.html", "kiosk.html", "frames.js", "viewer.js", "kiosk.js", "index.html"]
+)
+def test_pages_use_relative_urls_only(name):
+    # Behind a reverse proxy that strips a prefix (/cam/ -> /), an absolute
+    # URL would leave the prefix; every URL must be relative to the page.
+    text = (Path(server.default_static_path()) / name).read_text()
+    absolute = re.findall(r"""(?:src|href)="/[^"]*"|["'`]/(?:ws|static|stream|status|snapshot)\b""", text)
+    assert absolute == []
+    assert "ws://" not in text and "http://" not in text.replace("http://this-server/", "")

@@ -1,0 +1,329 @@
+"""``/ws``: the camera's frames over a WebSocket, one binary message per frame.
+
+The handler is a subscriber of the same :class:`~cameras.feed.FrameFeed` as
+the MJPEG handlers, so the feed's rules hold here too: each new frame is
+offered once, at most one frame is in flight per client (``send`` returns the
+``write_message`` future), and a client still busy with an older frame skips
+the stale one and gets the newest as soon as it is free.
+
+Protocol, server to client:
+
+* On open, one text message, a JSON object::
+
+      {"type": "hello", "camera": "emulated", "fps": 30.0,
+       "server_time": 1700000000.123456, "max_message_bytes": 4096}
+
+  ``server_time`` (Unix seconds) gives a first, rough estimate of the offset
+  between the client's clock and the server's (see ``"time"`` below for a
+  better one).
+* Then binary messages, each one complete JPEG: the frame's bytes with one
+  JPEG comment segment (``COM``, ``FF FE``) inserted after the ``APPn``
+  headers, holding ASCII ``camstream seq=<int> t=<unix seconds>``: the
+  frame's sequence number and capture time.  Every JPEG decoder skips
+  comments, so the message is still a plain JPEG (``<img>``, Pillow,
+  ``createImageBitmap``); a client that wants the timestamp reads the first
+  few segments (:func:`frame_info` shows how).  The bytes are built once per
+  frame and shared by every WebSocket client.  Data that does not start
+  with a JPEG SOI marker is sent unchanged.
+* While the camera produces nothing new, the newest frame is sent again about
+  once a second (same ``seq``): a client can tell a still picture from a
+  dead connection without a timer of the server per client.  Clients skip a
+  ``seq`` they have already shown.
+* After each accepted control message, one text message
+  ``{"type": "reply", "fps": <cap or null>, "server_time": <unix s>, "time": <echo>}``
+  (``time`` only when the request had one).
+
+Client to server: only small JSON objects (at most :data:`MAX_CLIENT_MESSAGE_BYTES`),
+with any of these keys; unknown keys are ignored:
+
+* ``"fps": N`` caps the frames delivered to this client to N per second
+  (``0 < N <= 120``; ``0`` or ``null`` removes the cap).  A frame arriving
+  sooner than the cap allows is skipped for this client; the newest still
+  arrives within a second, by the repeat of a still picture.
+* ``"time": T`` (any number, say the client's clock) is echoed in the reply
+  next to ``server_time``: the client measures the round trip and estimates
+  the clock offset as ``server_time - (its clock at the midpoint)``, within
+  half a round trip, to show how old a frame is.
+
+Anything else closes that client's socket, and only that one: a binary
+message with 1003, text that is not JSON with 1007, JSON that is not a valid
+control object with 1008, a message over the limit with 1009 (Tornado's own
+check, before the message is read).
+
+Origin: same origin by default (Tornado's check of ``Origin`` against
+``Host`` and ``Sec-Fetch-Site``); extra origins only through ``--allow-origin``.
+Pings (``websocket_ping_interval`` in the application settings) close dead
+connections.  No per-message compression: JPEG does not compress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import tornado.websocket
+
+from cameras.base import CameraError, Frame
+from cameras.feed import FrameFeed, SubscriberGone
+
+log = logging.getLogger(__name__)
+
+#: Largest message a client may send, bytes; bigger ones close its socket (1009).
+MAX_CLIENT_MESSAGE_BYTES = 4096
+#: Highest frame-rate cap a client may ask for.
+MAX_FPS = 120.0
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+_COMMENT_PREFIX = b"camstream "
+_COMMENT_RE = re.compile(rb"camstream seq=(\d+) t=([0-9.]+)")
+
+
+# -- the wire format ----------------------------------------------------------
+def _header_end(jpeg: bytes) -> int:
+    """Offset just after SOI and any APPn segments: where a COM segment may go."""
+    pos = 2
+    size = len(jpeg)
+    while pos + 4 <= size and jpeg[pos] == 0xFF and 0xE0 <= jpeg[pos + 1] <= 0xEF:
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        if length < 2 or pos + 2 + length > size:
+            break
+        pos += 2 + length
+    return pos
+
+
+def ws_message(frame: Frame) -> bytes:
+    """The binary message for ``frame``: its JPEG with a ``camstream`` COM segment.
+
+    Pure function of the frame (the feed builds it once per frame and shares
+    it between WebSocket clients).  Data without a JPEG SOI marker is
+    returned unchanged.
+    """
+    jpeg = frame.jpeg
+    if not jpeg.startswith(b"\xff\xd8"):
+        return jpeg
+    text = b"%sseq=%d t=%.6f" % (_COMMENT_PREFIX, frame.seq, frame.timestamp)
+    segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    at = _header_end(jpeg)
+    return b"".join((jpeg[:at], segment, jpeg[at:]))
+
+
+def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
+    """Undo :func:`ws_message`: ``(original jpeg, seq, timestamp)``, or None if
+    the message carries no ``camstream`` comment.  For tests and Python clients."""
+    pos = 2
+    size = len(message)
+    if not message.startswith(b"\xff\xd8"):
+        return None
+    while pos + 4 <= size and message[pos] == 0xFF:
+        marker = message[pos + 1]
+        length = int.from_bytes(message[pos + 2 : pos + 4], "big")
+        if marker == 0xFE:
+            found = _COMMENT_RE.fullmatch(message[pos + 4 : pos + 2 + length])
+            if found is None:
+                return None
+            return (
+                message[:pos] + message[pos + 2 + length :],
+                int(found.group(1)),
+                float(found.group(2)),
+            )
+        if not 0xE0 <= marker <= 0xEF:
+            return None
+        pos += 2 + length
+    return None
+
+
+def normalize_origin(text: str) -> str:
+    """``scheme://host[:port]`` in the form browsers send in ``Origin``.
+
+    Lower-case scheme and host, no default port, no trailing slash.  Raises
+    ValueError for anything that is not an http(s) origin (a path, a query,
+    user info, a missing host).
+    """
+    value = text.strip()
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an origin like https://example.com[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{text!r} is not an origin: no path, query or user info allowed")
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} has a bad port") from exc
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    default = 80 if scheme == "http" else 443
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+# -- the handler --------------------------------------------------------------
+class WsHandler(tornado.websocket.WebSocketHandler):
+    """One WebSocket viewer; a :class:`~cameras.feed.Subscriber` of the feed.
+
+    IOLoop thread only.  ``clock`` (monotonic seconds) is injectable for the
+    frame-rate cap in tests.
+    """
+
+    def initialize(
+        self,
+        feed: FrameFeed,
+        allow_origins: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.feed = feed
+        self.allow_origins = frozenset(allow_origins)
+        self.clock = clock
+        self.encoder = ws_message
+        self.repeat_stale = True
+        self.fps_cap: float | None = None
+        self.frames_capped = 0
+        self._next_due = -math.inf
+        self._subscribed = False
+        self._gone = False
+
+    # -- handshake ----------------------------------------------------------
+    def check_origin(self, origin: str) -> bool:
+        """Called only for cross-origin requests: accept the configured origins."""
+        try:
+            return normalize_origin(origin) in self.allow_origins
+        except ValueError:
+            return False
+
+    def get_compression_options(self) -> None:
+        return None  # JPEG does not compress; deflate would only cost CPU
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_CLIENT_MESSAGE_BYTES
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)
+        hello = {
+            "type": "hello",
+            "camera": self.feed.name,
+            "fps": self.feed.camera.config.fps,
+            "server_time": round(time.time(), 6),
+            "max_message_bytes": MAX_CLIENT_MESSAGE_BYTES,
+        }
+        _consume(self.write_message(json.dumps(hello)))
+        try:
+            self.feed.subscribe(self)
+        except CameraError as exc:
+            log.warning("ws viewer %s refused: %s", self.request.remote_ip, exc)
+            self.close(CLOSE_TRY_AGAIN_LATER, _reason(str(exc)))
+            return
+        self._subscribed = True
+        log.info(
+            "ws viewer %s joined; %d watching %s",
+            self.request.remote_ip,
+            self.feed.subscriber_count,
+            self.feed.name,
+        )
+
+    # -- messages from the client -------------------------------------------
+    def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self._refuse(CLOSE_UNSUPPORTED_DATA, "binary messages are not accepted")
+            return
+        try:
+            request = json.loads(message)
+        except ValueError:
+            self._refuse(CLOSE_INVALID_PAYLOAD, "messages must be JSON")
+            return
+        if not isinstance(request, dict):
+            self._refuse(CLOSE_POLICY, "messages must be JSON objects")
+            return
+        if "time" in request and not _is_number(request["time"]):
+            self._refuse(CLOSE_POLICY, "time must be a number")
+            return
+        if "fps" in request:
+            fps = request["fps"]
+            if fps is None or (_is_number(fps) and fps == 0):
+                self.fps_cap = None
+            elif _is_number(fps) and 0 < fps <= MAX_FPS:
+                self.fps_cap = float(fps)
+            else:
+                self._refuse(CLOSE_POLICY, f"fps must be a number above 0, at most {MAX_FPS:g}, or 0")
+                return
+            self._next_due = -math.inf
+            log.debug("ws viewer %s: fps cap %s", self.request.remote_ip, self.fps_cap)
+        reply: dict[str, Any] = {"type": "reply", "fps": self.fps_cap, "server_time": round(time.time(), 6)}
+        if "time" in request:
+            reply["time"] = request["time"]
+        _consume(self.write_message(json.dumps(reply)))
+
+    def _refuse(self, code: int, reason: str) -> None:
+        log.info("ws viewer %s closed: %s (%d)", self.request.remote_ip, reason, code)
+        self.close(code, reason)
+
+    # -- the Subscriber side ------------------------------------------------
+    def send(self, data: bytes) -> asyncio.Future[Any] | None:
+        """Start sending ``data`` as one binary message; its future is done when written.
+
+        Under a client's frame-rate cap a frame that comes too early is not
+        sent (returns None: nothing in flight).  Raises SubscriberGone if the
+        socket is closed.
+        """
+        if self._gone:
+            raise SubscriberGone
+        if self.fps_cap is not None:
+            now = self.clock()
+            if now < self._next_due:
+                self.frames_capped += 1
+                return None
+            interval = 1.0 / self.fps_cap
+            # A deadline grid rather than "interval since the last send", so
+            # frames arriving with jitter still average close to the cap; a
+            # quarter interval of lateness is carried over, no more (no bursts).
+            self._next_due = max(self._next_due, now - interval / 4) + interval
+        try:
+            return self.write_message(data, binary=True)  # type: ignore[return-value]
+        except tornado.websocket.WebSocketClosedError as exc:
+            raise SubscriberGone from exc
+
+    def feed_closed(self) -> None:
+        self.close(CLOSE_GOING_AWAY, "the server is shutting down")
+
+    def on_close(self) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        if not self._subscribed:
+            return
+        self.feed.unsubscribe(self)
+        log.info(
+            "ws viewer %s left (close code %s); %d watching %s",
+            self.request.remote_ip,
+            "none" if self.close_code is None else self.close_code,
+            self.feed.subscriber_count,
+            self.feed.name,
+        )
+
+
+def _is_number(value: object) -> bool:
+    """A finite JSON number (not a boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _reason(text: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    data = text.encode()[:120]
+    return data.decode(errors="ignore")
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a write future's exception so a closed socket is not logged."""
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())

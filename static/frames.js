@@ -1,0 +1,286 @@
+/*
+ * frames.js: the WebSocket frame client shared by the canvas viewer and the kiosk.
+ *
+ * CamstreamFrames.FrameSocket connects to the server's "ws" URL (built from
+ * location, relative to the page, so it works behind a proxy that strips a
+ * prefix), decodes each binary message (one JPEG) with createImageBitmap and
+ * hands the bitmap to onFrame(bitmap, info), then closes it: onFrame must draw
+ * it at once and not keep it.  Frames are never queued: while one decodes, a
+ * newer one replaces the one waiting (counted in stats.framesDropped).
+ *
+ * info = {seq, t, ageMs, bytes}: the frame's sequence number and capture time
+ * (Unix seconds, server clock) from the JPEG comment the server adds, and its
+ * age when handed over, corrected by the offset between the server's clock
+ * and ours, estimated from a few {"time"} round trips (within half of the
+ * quickest one; before the first answer, from the hello's server_time).  A message with a seq already shown is the server's
+ * once-a-second repeat of a still picture: it proves the connection alive
+ * and is not decoded again.
+ *
+ * On close or error it reconnects by itself after a delay growing from
+ * minDelayMs, doubling to maxDelayMs, reset once a frame arrives.  A watchdog
+ * closes a socket that has received nothing for stallMs (the server repeats a
+ * still picture every second, so silence means a dead connection).
+ */
+"use strict";
+
+(function (global) {
+  function wsUrl(path) {
+    const url = new URL(path, global.location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.search = "";
+    url.hash = "";
+    return url.href;
+  }
+
+  const COMMENT = /^camstream seq=(\d+) t=([0-9.]+)$/;
+
+  /** {seq, t} from the "camstream" JPEG comment, or null. Reads only the headers. */
+  function frameInfo(bytes) {
+    if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return null;
+    let pos = 2;
+    while (pos + 4 <= bytes.length && bytes[pos] === 0xff) {
+      const marker = bytes[pos + 1];
+      const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
+      if (marker === 0xfe) {
+        const end = Math.min(pos + 2 + length, pos + 4 + 96, bytes.length);
+        const text = String.fromCharCode.apply(null, bytes.subarray(pos + 4, end));
+        const found = COMMENT.exec(text);
+        return found ? { seq: Number(found[1]), t: Number(found[2]) } : null;
+      }
+      if (marker < 0xe0 || marker > 0xef) return null;
+      pos += 2 + length;
+    }
+    return null;
+  }
+
+  function supported() {
+    return typeof global.WebSocket === "function" && typeof global.createImageBitmap === "function";
+  }
+
+  class FrameSocket {
+    constructor(options) {
+      this.url = options.url || wsUrl("ws");
+      this.onFrame = options.onFrame;
+      this.onChange = options.onChange || function () {};
+      this.fps = options.fps || null;
+      this.stallMs = options.stallMs || 4000;
+      this.minDelayMs = options.minDelayMs || 500;
+      this.maxDelayMs = options.maxDelayMs || 5000;
+      this.stats = {
+        connected: false, // socket open
+        connects: 0, // sockets opened
+        attempts: 0, // sockets created
+        failuresSinceFrame: 0, // sockets closed since the last frame
+        everFramed: false, // any frame ever decoded
+        messages: 0,
+        framesReceived: 0, // new frames (repeats excluded)
+        framesDecoded: 0,
+        framesDropped: 0, // replaced while waiting for the decoder
+        repeats: 0,
+        decodeErrors: 0,
+        drawErrors: 0,
+        stalls: 0, // sockets closed by the watchdog
+        lastMessageAt: 0, // performance.now()
+        clockOffsetS: 0, // server clock minus ours (seconds)
+        clockRttMs: null, // round trip of the best offset estimate
+        hello: null,
+      };
+      this._socket = null;
+      this._running = false;
+      this._delayMs = this.minDelayMs;
+      this._retryTimer = null;
+      this._watchdog = null;
+      this._decoding = false;
+      this._waiting = null;
+      this._lastSeq = null;
+      this._generation = 0;
+      this._bestRttMs = Infinity;
+      this._syncTimers = [];
+    }
+
+    start() {
+      if (this._running) return;
+      this._running = true;
+      this._delayMs = this.minDelayMs;
+      this._connect();
+      this._watchdog = global.setInterval(() => this._check(), 500);
+    }
+
+    stop() {
+      this._running = false;
+      this._generation += 1;
+      this._waiting = null;
+      global.clearTimeout(this._retryTimer);
+      global.clearInterval(this._watchdog);
+      this._retryTimer = this._watchdog = null;
+      this._drop();
+      this._setConnected(false);
+    }
+
+    _connect() {
+      this._retryTimer = null;
+      if (!this._running) return;
+      this.stats.attempts += 1;
+      this._openedAt = global.performance.now();
+      this.stats.lastMessageAt = this._openedAt;
+      let socket;
+      try {
+        socket = new global.WebSocket(this.url);
+      } catch (err) {
+        this._closed(null);
+        return;
+      }
+      socket.binaryType = "arraybuffer";
+      socket.onopen = () => {
+        this.stats.connects += 1;
+        this.stats.lastMessageAt = global.performance.now();
+        this._bestRttMs = Infinity;
+        this._setConnected(true);
+        const request = { time: global.performance.now() };
+        if (this.fps) request.fps = this.fps;
+        socket.send(JSON.stringify(request));
+        // A few more round trips to find a quick one (the first may wait for the page to load).
+        this._syncTimers = [1000, 3000, 10000].map((ms) => global.setTimeout(() => this._sync(socket), ms));
+      };
+      socket.onmessage = (event) => this._message(event);
+      socket.onclose = () => this._closed(socket);
+      socket.onerror = () => {}; // a close event always follows
+      this._socket = socket;
+      this._lastSeq = null;
+    }
+
+    _sync(socket) {
+      if (socket === this._socket && socket.readyState === 1) {
+        socket.send(JSON.stringify({ time: global.performance.now() }));
+      }
+    }
+
+    /** Forget the current socket (its events no longer reach us) and close it. */
+    _drop() {
+      const socket = this._socket;
+      this._socket = null;
+      (this._syncTimers || []).forEach((timer) => global.clearTimeout(timer));
+      this._syncTimers = [];
+      if (!socket) return;
+      socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+      try {
+        socket.close();
+      } catch (err) {
+        /* already closed */
+      }
+    }
+
+    _closed(socket) {
+      if (socket !== this._socket) return; // an old socket, already replaced
+      this._drop();
+      this.stats.failuresSinceFrame += 1;
+      this._setConnected(false);
+      if (!this._running || this._retryTimer) return;
+      const delay = this._delayMs * (0.8 + 0.4 * Math.random());
+      this._delayMs = Math.min(this._delayMs * 2, this.maxDelayMs);
+      this._retryTimer = global.setTimeout(() => this._connect(), delay);
+    }
+
+    _check() {
+      if (!this._socket) return;
+      const silentMs = global.performance.now() - this.stats.lastMessageAt;
+      // Silence on an open socket, or a handshake that never completes.
+      if (silentMs > this.stallMs * (this.stats.connected ? 1 : 2)) {
+        this.stats.stalls += 1;
+        this._closed(this._socket);
+      }
+    }
+
+    _setConnected(value) {
+      if (this.stats.connected === value) return;
+      this.stats.connected = value;
+      this.onChange(this.stats);
+    }
+
+    _message(event) {
+      const stats = this.stats;
+      stats.messages += 1;
+      stats.lastMessageAt = global.performance.now();
+      if (typeof event.data === "string") {
+        this._control(event.data);
+        return;
+      }
+      const bytes = new Uint8Array(event.data);
+      const info = frameInfo(bytes) || { seq: null, t: null };
+      if (info.seq !== null && info.seq === this._lastSeq) {
+        stats.repeats += 1;
+        return;
+      }
+      this._lastSeq = info.seq;
+      info.bytes = bytes.length;
+      stats.framesReceived += 1;
+      if (this._decoding) {
+        if (this._waiting) stats.framesDropped += 1;
+        this._waiting = { data: event.data, info };
+        return;
+      }
+      this._decode(event.data, info);
+    }
+
+    _control(text) {
+      let message;
+      try {
+        message = JSON.parse(text);
+      } catch (err) {
+        return;
+      }
+      if (!message || typeof message.server_time !== "number") return;
+      if (message.type === "hello") {
+        this.stats.hello = message;
+        if (this._bestRttMs === Infinity) this.stats.clockOffsetS = message.server_time - Date.now() / 1000;
+      } else if (message.type === "reply" && typeof message.time === "number") {
+        // Our request left at message.time (performance.now()); the server's clock
+        // read server_time in between: offset within half the round trip.
+        const rttMs = global.performance.now() - message.time;
+        if (rttMs >= 0 && rttMs <= this._bestRttMs) {
+          this._bestRttMs = rttMs;
+          this.stats.clockRttMs = rttMs;
+          this.stats.clockOffsetS = message.server_time - (Date.now() - rttMs / 2) / 1000;
+        }
+      }
+    }
+
+    _decode(data, info) {
+      this._decoding = true;
+      const generation = this._generation;
+      const blob = new Blob([data], { type: "image/jpeg" });
+      global
+        .createImageBitmap(blob)
+        .then(
+          (bitmap) => {
+            try {
+              if (generation !== this._generation) return; // stopped meanwhile
+              const stats = this.stats;
+              stats.framesDecoded += 1;
+              stats.everFramed = true;
+              stats.failuresSinceFrame = 0;
+              this._delayMs = this.minDelayMs;
+              info.ageMs = info.t === null ? null : (Date.now() / 1000 + stats.clockOffsetS - info.t) * 1000;
+              this.onFrame(bitmap, info);
+            } finally {
+              bitmap.close();
+            }
+          },
+          () => {
+            this.stats.decodeErrors += 1;
+          },
+        )
+        .catch(() => {
+          this.stats.drawErrors += 1;
+        })
+        .finally(() => {
+          this._decoding = false;
+          const next = this._waiting; // stop() clears it: it belongs to this run
+          this._waiting = null;
+          if (next) this._decode(next.data, next.info);
+        });
+    }
+  }
+
+  global.CamstreamFrames = { FrameSocket, frameInfo, wsUrl, supported };
+})(window);

@@ -1,0 +1,137 @@
+/*
+ * viewer.js: the canvas viewer (/viewer).
+ *
+ * Frames come from CamstreamFrames.FrameSocket (frames.js): decoded with
+ * createImageBitmap, never queued, the bitmap closed once drawn, no object
+ * URLs.  The canvas's backing store is the frame's own size and CSS
+ * (object-fit: contain) scales it to fit the page, so a window resize never
+ * blanks or redraws the picture.  The socket reconnects by itself with a
+ * backoff (0.5 s doubling to 5 s) and is closed while the page is hidden.
+ *
+ * Query: ?overlay=1 shows the overlay at once (key "o" toggles it);
+ * ?fps=N asks the server for at most N frames per second.
+ *
+ * window.camstream holds the counters (tests read them): framesDrawn, fps
+ * (frames drawn per second over the last 2 s), frameAgeMs (capture to
+ * draw, server clock corrected by the hello's offset), frameAgeAvgMs,
+ * width, height, connected, paused, overlay, plus FrameSocket's stats.
+ */
+"use strict";
+
+(function () {
+  const WINDOW_MS = 2000;
+  const params = new URLSearchParams(window.location.search);
+  const canvas = document.getElementById("canvas");
+  const context = canvas.getContext("2d", { alpha: false });
+  const overlay = document.getElementById("overlay");
+  const notice = document.getElementById("notice");
+
+  const requestedFps = Number(params.get("fps"));
+  const frames = new CamstreamFrames.FrameSocket({
+    fps: requestedFps > 0 ? requestedFps : null,
+    onFrame: draw,
+    onChange: render,
+  });
+  const state = Object.assign(frames.stats, {
+    page: "viewer",
+    framesDrawn: 0,
+    fps: 0,
+    lastFrameAt: 0,
+    frameAgeMs: null,
+    frameAgeAvgMs: null,
+    width: 0,
+    height: 0,
+    overlay: params.get("overlay") === "1",
+    paused: false,
+  });
+  window.camstream = state;
+
+  const drawTimes = [];
+  const ages = [];
+
+  function draw(bitmap, info) {
+    if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+      canvas.width = bitmap.width;
+      canvas.height = bitmap.height;
+    }
+    context.drawImage(bitmap, 0, 0);
+    const now = performance.now();
+    state.framesDrawn += 1;
+    state.lastFrameAt = now;
+    state.width = bitmap.width;
+    state.height = bitmap.height;
+    state.frameAgeMs = info.ageMs;
+    drawTimes.push(now);
+    ages.push(info.ageMs);
+    measure(now);
+    if (!notice.hidden) notice.hidden = true;
+  }
+
+  function measure(now) {
+    while (drawTimes.length && now - drawTimes[0] > WINDOW_MS) {
+      drawTimes.shift();
+      ages.shift();
+    }
+    const n = drawTimes.length;
+    state.fps = n >= 2 ? ((n - 1) * 1000) / Math.max(now - drawTimes[0], 1) : 0;
+    const known = ages.filter((age) => age !== null);
+    state.frameAgeAvgMs = known.length ? known.reduce((a, b) => a + b, 0) / known.length : null;
+  }
+
+  function ms(value) {
+    return value === null ? "?" : `${Math.round(value)} ms`;
+  }
+
+  function render() {
+    const now = performance.now();
+    measure(now);
+    const down = !state.paused && (!state.connected || now - state.lastMessageAt > 2500);
+    if (down) {
+      notice.textContent = state.everFramed ? "reconnecting\u2026" : "connecting\u2026";
+      notice.hidden = false;
+    } else if (state.paused || state.framesDrawn > 0) {
+      notice.hidden = true;
+    }
+    overlay.hidden = !state.overlay;
+    if (state.overlay) {
+      overlay.textContent =
+        `${state.fps.toFixed(1)} fps  ${state.width}\u00d7${state.height}\n` +
+        `age ${ms(state.frameAgeMs)} (avg ${ms(state.frameAgeAvgMs)})\n` +
+        `dropped ${state.framesDropped}  reconnects ${Math.max(0, state.connects - 1)}` +
+        (state.paused ? "\npaused (page hidden)" : "");
+    }
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "o" || event.key === "O") {
+      state.overlay = !state.overlay;
+      render();
+    }
+  });
+
+  function resume() {
+    state.paused = false;
+    frames.start();
+    render();
+  }
+
+  function pause() {
+    state.paused = true;
+    frames.stop();
+    render();
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") pause();
+    else resume();
+  });
+  window.addEventListener("pagehide", pause);
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted && document.visibilityState !== "hidden") resume();
+  });
+
+  window.setInterval(render, 250);
+  if (document.visibilityState === "hidden") pause();
+  else resume();
+})();

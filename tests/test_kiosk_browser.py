@@ -1,0 +1,190 @@
+"""The kiosk (/kiosk) in a real headless Chromium at 1280x720, against a server process:
+it fills the screen, keeps animating, and recovers from a server restart by itself."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image, ImageChops
+
+CAMERA = ("--camera", "emulated", "--fps", "30", "--width", "640", "--height", "480")
+VIEWPORT = (1280, 720)
+
+#: A WebSocket that never connects: what a proxy that does not pass upgrades looks like.
+BROKEN_WEBSOCKET = """
+window.WebSocket = class {
+  constructor() {
+    this.readyState = 0;
+    setTimeout(() => { this.readyState = 3; if (this.onclose) this.onclose({ code: 1006 }); }, 50);
+  }
+  send() {}
+  close() {}
+};
+"""
+
+
+def screenshot(page) -> Image.Image:
+    return Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+
+
+def picture_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """Bounding box of everything that is not (near) black."""
+    mask = image.convert("L").point(lambda v: 255 if v > 8 else 0)
+    return mask.getbbox()
+
+
+def shown(page) -> int:
+    return page.evaluate("() => window.camstream.framesShown")
+
+
+def wait_shown(page, more: int, timeout_ms: int) -> None:
+    page.wait_for_function(
+        "n => window.camstream.framesShown >= n", arg=shown(page) + more, timeout=timeout_ms, polling=50
+    )
+
+
+def assert_animates(page, seconds: int, per_second: int) -> None:
+    """At least ``per_second`` new frames in each of ``seconds`` consecutive seconds
+    (the page's clock), and the picture on screen differs from start to end."""
+    first = screenshot(page)
+    start = page.evaluate_handle("() => ({ t: performance.now(), n: window.camstream.framesShown })")
+    previous = page.evaluate("start => start.n", start)
+    for second in range(1, seconds + 1):
+        page.wait_for_function(
+            "([start, ms]) => performance.now() - start.t >= ms",
+            arg=[start, second * 1000],
+            timeout=5000,
+            polling=50,
+        )
+        count = shown(page)
+        assert count - previous >= per_second, f"second {second}: {count - previous} new frames"
+        previous = count
+    last = screenshot(page)
+    assert ImageChops.difference(first, last).getbbox() is not None, "the screen did not change"
+
+
+def assert_full_screen_and_quiet(page, fit: str) -> None:
+    box = picture_box(screenshot(page))
+    assert box is not None, "the screen is black"
+    width, height = box[2] - box[0], box[3] - box[1]
+    if fit == "cover":
+        assert (width, height) == VIEWPORT, f"cover leaves a border: {box}"
+    else:
+        # 640x480 in 1280x720: full height, 960 wide, centred.
+        assert height == VIEWPORT[1], f"the picture does not fill the height: {box}"
+        assert abs(width - 960) <= 2 and abs(box[0] - 160) <= 2, f"not 4:3 and centred: {box}"
+    layout = page.evaluate(
+        """() => {
+          const root = document.documentElement;
+          return {
+            scrollX: root.scrollWidth - root.clientWidth,
+            scrollY: root.scrollHeight - root.clientHeight,
+            cursor: getComputedStyle(document.body).cursor,
+            background: getComputedStyle(document.body).backgroundColor,
+            text: document.body.innerText.trim(),
+          };
+        }"""
+    )
+    assert layout["scrollX"] <= 0 and layout["scrollY"] <= 0, f"scrollbars: {layout}"
+    assert layout["cursor"] == "none"
+    assert layout["background"] == "rgb(0, 0, 0)"
+    assert layout["text"] == "", f"text on a working kiosk: {layout['text']!r}"
+
+
+@pytest.mark.parametrize("fit", ["contain", "cover"])
+def test_kiosk_fills_the_screen_and_keeps_animating(start_server, page, fit):
+    proc = start_server(*CAMERA)
+    query = "" if fit == "contain" else "?fit=cover&_=1"
+    page.goto(proc.url + "kiosk" + query)
+    wait_shown(page, 5, timeout_ms=10000)
+    assert page.evaluate("() => window.camstream.mode") == "ws"
+    assert_full_screen_and_quiet(page, fit)
+    assert_animates(page, seconds=5, per_second=15)
+
+
+def restart_and_recover(proc, page, per_second: int) -> None:
+    page.evaluate("() => { window.__same_page = true; }")
+    proc.stop()
+    page.wait_for_function("() => window.camstream.noticeVisible", timeout=8000)
+    assert "reconnecting" in page.locator("#notice").inner_text()
+    assert picture_box(screenshot(page)) is not None, "the last good frame is gone"
+    before = shown(page)
+    proc.start()
+    started = time.monotonic()
+    page.wait_for_function(
+        "n => window.camstream.framesShown >= n", arg=before + 3, timeout=10000, polling=50
+    )
+    assert time.monotonic() - started < 10, "no picture within 10 s of the restart"
+    assert page.evaluate("() => window.__same_page === true"), "the page was reloaded"
+    page.wait_for_function("() => !window.camstream.noticeVisible", timeout=2000)
+    assert page.locator("#notice").is_hidden()
+    assert_animates(page, seconds=2, per_second=per_second)
+
+
+def test_kiosk_recovers_after_a_server_restart(start_server, page):
+    proc = start_server(*CAMERA)
+    page.goto(proc.url + "kiosk")
+    wait_shown(page, 5, timeout_ms=10000)
+    restart_and_recover(proc, page, per_second=15)
+    state = page.evaluate("() => window.camstream")
+    assert state["mode"] == "ws" and state["reconnects"] >= 1
+    assert_full_screen_and_quiet(page, "contain")
+
+
+def test_kiosk_mjpeg_mode_recovers_after_a_server_restart(start_server, page):
+    proc = start_server(*CAMERA)
+    page.goto(proc.url + "kiosk?mode=mjpeg")
+    wait_shown(page, 2, timeout_ms=10000)
+    src = page.evaluate("() => document.getElementById('img').src")
+    assert "stream.mjpg?framing=img&_=" in src
+    assert page.evaluate("() => window.camstream.mode") == "mjpeg"
+    assert_full_screen_and_quiet(page, "contain")
+    # The watchdog samples the picture twice a second: two changes a second.
+    assert_animates(page, seconds=3, per_second=1)
+    restart_and_recover(proc, page, per_second=1)
+    state = page.evaluate("() => window.camstream")
+    assert state["mode"] == "mjpeg" and state["imgConnects"] >= 2
+
+
+def test_kiosk_falls_back_to_mjpeg_when_websockets_fail(start_server, page):
+    proc = start_server(*CAMERA)
+    page.add_init_script(BROKEN_WEBSOCKET)
+    page.goto(proc.url + "kiosk")
+    page.wait_for_function("() => window.camstream.mode === 'mjpeg'", timeout=15000)
+    assert "websocket failed" in page.evaluate("() => window.camstream.fallbackReason")
+    wait_shown(page, 2, timeout_ms=10000)
+    assert_full_screen_and_quiet(page, "contain")
+
+
+def test_kiosk_without_websocket_uses_mjpeg_at_once(start_server, page):
+    proc = start_server(*CAMERA)
+    page.add_init_script("delete window.WebSocket;")
+    page.goto(proc.url + "kiosk?fit=cover")
+    wait_shown(page, 2, timeout_ms=10000)
+    state = page.evaluate("() => window.camstream")
+    assert state["mode"] == "mjpeg" and "not available" in state["fallbackReason"]
+    assert_full_screen_and_quiet(page, "cover")
+
+
+WATCH_NOTICE = "() => setInterval(() => { if (window.camstream.noticeVisible) window.__notice = true; }, 50)"
+
+
+@pytest.mark.parametrize("mode", ["ws", "mjpeg"])
+def test_a_still_picture_is_not_taken_for_a_dead_stream(start_server, page, frames_dir, mode):
+    # One frame every 10 s: longer than the 4 s watchdogs.
+    proc = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "0.1")
+    page.goto(proc.url + f"kiosk?mode={mode}")
+    wait_shown(page, 1, timeout_ms=10000)
+    page.evaluate(WATCH_NOTICE)
+    page.wait_for_function("() => performance.now() > 7000", timeout=15000, polling=100)
+    state = page.evaluate("() => window.camstream")
+    assert state["mode"] == mode
+    assert not page.evaluate("() => window.__notice === true"), "a still picture was shown as an outage"
+    if mode == "ws":
+        assert state["ws"]["connects"] == 1 and state["stalls"] == 0
+        assert state["ws"]["repeats"] >= 4, "the server did not re-send the still picture"
+    else:
+        assert state["probes"] >= 1, "the watchdog never looked at the still picture"
+        assert state["imgConnects"] == 1 and state["stalls"] == 0
