@@ -174,7 +174,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     cam.add_argument(
         "--source",
         default=env_default("source", None),
-        help="driver-specific source: for files, a folder of .jpg files",
+        help="driver-specific source: files: a folder of .jpg files; opencv: a device index, "
+        "a video file or a stream URL; mjpeg: http://[user:pass@]host/path; picamera2: a camera number",
     )
     cam.add_argument(
         "--fps",

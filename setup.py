@@ -35,6 +35,7 @@ setup(
             "pytest-tornado==0.8.1",
             # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 81 removed.
             "setuptools<81",
+            "opencv-python-headless>=4.8",  # tests/test_opencv.py drives the real library
             "playwright>=1.45",
             "ruff==0.17.6",  # pinned: formatting changes between releases
         ],

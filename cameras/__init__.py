@@ -16,6 +16,9 @@ __all__ = ["DRIVERS", "Camera", "CameraConfig", "CameraError", "Frame", "create_
 DRIVERS: dict[str, str] = {
     "emulated": "cameras.emulated:EmulatedCamera",
     "files": "cameras.files:FilesCamera",
+    "opencv": "cameras.opencv:OpenCVCamera",
+    "picamera2": "cameras.picam:PiCamera",
+    "mjpeg": "cameras.mjpeg:MjpegCamera",
 }
 
 

@@ -1,0 +1,255 @@
+"""The picamera2 camera (cameras/picam.py) against the fake picamera2 package in
+tests/fake_picamera2, which mirrors the real library's recording API."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from cameras import CameraConfig, CameraError, create_camera
+from cameras.picam import LatestJpeg, PiCamera, quality_preset
+from tests.camera_polling import live_frames, wait_for
+from tests.conftest import ROOT, nearest_colour
+
+FAKE_ROOT = Path(__file__).resolve().parent / "fake_picamera2"
+
+
+def forget_picamera2() -> None:
+    for name in list(sys.modules):
+        if name == "picamera2" or name.startswith("picamera2."):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The fake package on sys.path for this test only; yields its recorded state."""
+    forget_picamera2()
+    monkeypatch.syspath_prepend(str(FAKE_ROOT))
+    state = importlib.import_module("picamera2._fake").STATE
+    yield state
+    forget_picamera2()
+
+
+@pytest.fixture
+def cameras(fake: Any) -> Iterator[Callable[..., PiCamera]]:
+    """``cameras(**config)`` builds a camera (not started); all are stopped after the test."""
+    made: list[PiCamera] = []
+
+    def make(**config: Any) -> PiCamera:
+        camera = create_camera("picamera2", CameraConfig(**config))
+        assert isinstance(camera, PiCamera)
+        made.append(camera)
+        return camera
+
+    yield make
+    for camera in made:
+        camera.stop()
+
+
+def camera_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_records_with_the_mjpeg_encoder_as_the_examples_do(fake, cameras):
+    camera = cameras(width=320, height=240, fps=30, quality=80)
+    camera.start()
+    frames = live_frames(camera, 6)
+    assert camera.online
+    colours = []
+    for frame in frames:
+        image = Image.open(io.BytesIO(frame.jpeg))
+        assert image.format == "JPEG" and image.size == (320, 240) == (frame.width, frame.height)
+        colours.append(nearest_colour(image.convert("RGB").getpixel((5, 5))))
+    assert all(a != b for a, b in itertools.pairwise(colours)), "each frame is a new picture"
+    camera.stop()
+
+    assert fake.names() == [
+        "Picamera2",
+        "create_video_configuration",
+        "configure",
+        "MJPEGEncoder",
+        "FileOutput",
+        "start_recording",
+        "start_encoder",
+        "start",
+        "stop_recording",
+        "stop",
+        "stop_encoder",
+        "close",
+        "stop",  # close() stops the camera, already stopped
+    ]
+    (created,) = fake.arguments("create_video_configuration")
+    assert created["main"] == {"size": (320, 240)}
+    assert created["controls"] == {"FrameRate": 30.0}
+    (configured,) = fake.arguments("configure")
+    assert configured["camera_config"]["main"]["size"] == (320, 240)
+    (recording,) = fake.arguments("start_recording")
+    encoders = importlib.import_module("picamera2.encoders")
+    outputs = importlib.import_module("picamera2.outputs")
+    assert type(recording["encoder"]) is encoders.MJPEGEncoder
+    assert isinstance(recording["output"], outputs.FileOutput)
+    assert isinstance(recording["output"].fileoutput, LatestJpeg)
+    assert recording["quality"] is encoders.Quality.HIGH
+    assert recording["config"] is None  # configured beforehand, as the examples do
+    assert fake.acquired == set()
+
+
+@pytest.mark.parametrize(
+    ("quality", "preset"),
+    [
+        (1, "VERY_LOW"),
+        (20, "VERY_LOW"),
+        (21, "LOW"),
+        (40, "LOW"),
+        (41, "MEDIUM"),
+        (60, "MEDIUM"),
+        (61, "HIGH"),
+        (80, "HIGH"),
+        (81, "VERY_HIGH"),
+        (100, "VERY_HIGH"),
+    ],
+)
+def test_quality_maps_to_the_library_presets(quality, preset):
+    assert quality_preset(quality) == preset
+
+
+def test_quality_reaches_the_encoder(fake, cameras):
+    made = {}
+    for quality in (10, 95):
+        camera = cameras(width=640, height=480, fps=30, quality=quality)
+        camera.open()  # on this thread: open/capture/close are the driver thread's calls
+        try:
+            made[quality] = camera.capture()
+        finally:
+            camera.close()
+    low, high = (args["quality"].name for args in fake.arguments("start_recording"))
+    assert (low, high) == ("VERY_LOW", "VERY_HIGH")
+    encoders = [args["encoder"] for args in fake.arguments("start_recording")]
+    assert encoders[0].bitrate < encoders[1].bitrate  # the library scaled the preset to a bitrate
+    assert len(made[10][0]) < len(made[95][0])
+    assert fake.acquired == set()
+
+
+def test_the_output_keeps_only_the_newest_frame(fake):
+    outputs = importlib.import_module("picamera2.outputs")
+    latest = LatestJpeg()
+    output = outputs.FileOutput(latest)
+    output.start()
+    assert latest.wait_newer(0, 0.0) is None
+    reused = bytearray(b"\xff\xd8first")
+    output.outputframe(reused, keyframe=True, timestamp=0)
+    reused[:] = b"overwritten by the encoder"
+    output.outputframe(b"\xff\xd8second", True, 33_000, None, False)
+    output.outputframe(b"\xff\xd8third", True, 66_000)
+    assert latest.latest() == (3, b"\xff\xd8third")
+    assert latest.wait_newer(0, 0.0) == (3, b"\xff\xd8third")
+    assert latest.wait_newer(3, 0.01) is None
+    assert latest.wait_newer(1, 5.0) == (3, b"\xff\xd8third")
+    # A frame kept is a copy: the encoder may reuse its buffer.
+    first = LatestJpeg()
+    first.write(reused)
+    _count, kept = first.latest()
+    reused[:] = b"changed"
+    assert kept == b"overwritten by the encoder" and isinstance(kept, bytes)
+    # wake() releases a waiter at once.
+    latest.wake()
+    started = time.monotonic()
+    assert latest.wait_newer(3, 30.0) is None
+    assert time.monotonic() - started < 1.0
+
+
+def test_stop_releases_the_camera_for_another_process(fake, cameras):
+    first = cameras(width=160, height=120, fps=30)
+    first.start()
+    live_frames(first, 2)
+    assert fake.acquired == {0}
+    other = cameras(width=160, height=120, fps=30)
+    other.retry_initial_s = other.retry_max_s = 0.05
+    other.start()  # another process, while the first holds the camera
+    error = wait_for(lambda: other.error, what="busy")
+    assert error == "cannot open the Pi camera 0: Camera __init__ sequence did not complete."
+    other.stop()
+
+    first.stop()
+    first.stop()  # idempotent
+    assert fake.acquired == set()
+    names = fake.names()
+    assert names.index("stop_recording") < names.index("close")
+    again = cameras(width=160, height=120, fps=30)
+    again.start()
+    live_frames(again, 2)
+    assert again.online
+
+
+def test_a_camera_that_stops_sending_is_reopened(fake, cameras, caplog):
+    camera = cameras(width=160, height=120, fps=30)
+    camera.frame_timeout_s = camera.first_frame_timeout_s = 0.2
+    camera.retry_initial_s, camera.retry_max_s = 0.05, 0.1
+    camera.start()
+    before = live_frames(camera, 3)
+    fake.delivering.clear()  # the ribbon cable comes loose
+    error = wait_for(lambda: not camera.online and camera.error, what="offline")
+    assert error == "the Pi camera 0 is sending no frames"
+    wait_for(lambda: not camera.latest().live, what="a no-signal picture")
+    opened = fake.names().count("Picamera2")
+    wait_for(lambda: fake.names().count("Picamera2") >= opened + 2, what="reopened")
+    assert camera.error == "the Pi camera 0 is sending no frames"  # never "busy": each attempt released it
+    fake.delivering.set()
+    live_frames(camera, 3, after_seq=before[-1].seq)
+    assert camera.online and camera.error is None
+    assert fake.names().count("Picamera2") == fake.names().count("close") + 1
+    assert sum("is sending no frames" in w for w in camera_warnings(caplog)) == 1
+
+
+def test_the_camera_number_comes_from_the_source(fake, cameras):
+    fake.cameras = 2
+    camera = cameras(source="1", width=160, height=120)
+    camera.start()
+    live_frames(camera, 1)
+    assert fake.arguments("Picamera2") == [{"camera_num": 1}]
+    with pytest.raises(CameraError, match="--source front: the picamera2 camera takes a camera number"):
+        create_camera("picamera2", CameraConfig(source="front"))
+
+
+def test_missing_picamera2_is_one_clear_line(monkeypatch):
+    forget_picamera2()
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 now raises ImportError
+    with pytest.raises(CameraError) as caught:
+        create_camera("picamera2", CameraConfig())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "only on a Raspberry Pi" in message
+    assert "sudo apt install python3-picamera2" in message
+    assert "--system-site-packages" in message
+
+
+def test_cli_without_picamera2_exits_2_with_one_line(tmp_path):
+    # A picamera2 that cannot be imported, as on a machine without libcamera.
+    broken = tmp_path / "site" / "picamera2"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError(\"No module named 'libcamera'\")\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMSTREAM_", "CAMERA"))}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--camera", "picamera2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "picamera2 library, which exists only on a Raspberry Pi" in lines[0]
