@@ -148,6 +148,15 @@ class ThreadedCamera(Camera):
     def close(self) -> None:
         """Release the source (driver thread); must not raise."""
 
+    def wake(self) -> None:
+        """Unblock a capture() that waits on the source, so stop() returns at once
+        (IOLoop thread, called by stop() after :attr:`stopping` became true)."""
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called: a blocking capture() should give up."""
+        return self._stop_event.is_set()
+
     # -- the contract -------------------------------------------------------
     def start(self) -> None:
         if self.running:
@@ -171,6 +180,7 @@ class ThreadedCamera(Camera):
         if thread is None:
             return
         self._stop_event.set()
+        self.wake()
         thread.join(timeout=5.0)
         if thread.is_alive():
             log.warning("%s camera thread did not stop within 5 s", self.driver)

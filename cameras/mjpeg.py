@@ -25,7 +25,6 @@ import contextlib
 import http.client
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -354,24 +353,16 @@ class MjpegCamera(ThreadedCamera):
         self._parser: MultipartParser | None = None
         self._connected_at = 0.0
         self._frames_here = 0
-        self._closing = threading.Event()
         #: Connection attempts so far (driver thread writes, anyone reads).
         self.connection_attempts = 0
 
     # -- contract additions -----------------------------------------------------
-    def start(self) -> None:
-        if not self.running:
-            self._closing.clear()
-        super().start()
-
-    def stop(self) -> None:
+    def wake(self) -> None:
         """Stop at once, even while the driver thread waits for data (IOLoop thread)."""
-        self._closing.set()
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read with end-of-stream
-        super().stop()
 
     # -- driver thread ------------------------------------------------------------
     def open(self) -> None:
@@ -450,15 +441,15 @@ class MjpegCamera(ThreadedCamera):
             try:
                 data = response.read1(self.read_bytes)
             except TimeoutError as exc:
-                if self._closing.is_set():
+                if self.stopping:
                     return None
                 raise CameraError(f"{self.upstream.label}: no data for {self.read_timeout_s:g} s") from exc
             except (OSError, ValueError, http.client.HTTPException) as exc:
-                if self._closing.is_set():
+                if self.stopping:
                     return None
                 raise CameraError(f"{self.upstream.label}: connection lost ({exc})") from exc
             if not data:
-                if self._closing.is_set():
+                if self.stopping:
                     return None
                 self._stream_ended()
                 continue

@@ -162,20 +162,13 @@ class PiCamera(ThreadedCamera):
         self._recording = False
         self._output: LatestJpeg | None = None
         self._seen = 0
-        self._closing = threading.Event()
 
-    def start(self) -> None:
-        if not self.running:
-            self._closing.clear()
-        super().start()
-
-    def stop(self) -> None:
-        """Stop recording and close the camera; returns once it is released (IOLoop thread)."""
-        self._closing.set()
+    def wake(self) -> None:
+        """Unblock the driver thread's wait for a frame, so stop() returns once
+        the camera is released (IOLoop thread)."""
         output = self._output
         if output is not None:
             output.wake()
-        super().stop()
 
     # -- driver thread ------------------------------------------------------------
     def open(self) -> None:
@@ -192,7 +185,7 @@ class PiCamera(ThreadedCamera):
             )
             picam2.configure(video)
             output = LatestJpeg()
-            if self._closing.is_set():
+            if self.stopping:
                 output.wake()
             self._output, self._seen = output, 0
             quality = getattr(lib.Quality, quality_preset(cfg.quality))
@@ -226,7 +219,7 @@ class PiCamera(ThreadedCamera):
         )
         got = output.wait_newer(self._seen, timeout_s)
         if got is None:
-            if self._closing.is_set():
+            if self.stopping:
                 return None
             # The same words for every attempt: one warning per outage, not one per retry.
             raise CameraError(f"the Pi camera {self.camera_num} is sending no frames")
