@@ -1,11 +1,13 @@
 """camstream: a live camera in the browser, from one Tornado process.
 
 Composition root only: read the settings (command line, then environment,
-then defaults), build the camera and its feed, make the application, listen,
-and run until SIGINT or SIGTERM; then stop the feed and the camera.
+then defaults), build the cameras and their feeds, make the application,
+listen, and run until SIGINT or SIGTERM; then stop the feeds and the cameras.
 
     python server.py                       # emulated camera on http://127.0.0.1:8080/
     CAMERA=files python server.py --source frames/ --fps 5
+    python server.py --camera garage=opencv:0 --camera porch=mjpeg:http://192.0.2.10/video.mjpg
+    python server.py --config cameras.toml
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,6 +32,7 @@ from tornado.netutil import bind_sockets
 
 import handlers
 from cameras import DRIVERS, CameraConfig, CameraError, create_camera
+from cameras.config import CameraSpec, check_unique, load_config, parse_camera_arg
 from cameras.feed import FrameFeed
 from handlers.ws import normalize_origin
 
@@ -47,6 +50,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: The driver and source of the one camera when ``cameras`` is empty.
     camera: str = "emulated"
     source: str | None = None
     fps: float = 30.0
@@ -59,15 +63,26 @@ class Settings:
     static_path: str = ""
     #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` besides the page's own.
     allow_origins: tuple[str, ...] = ()
+    #: Every camera of the server, in order (the first also answers at the short
+    #: URLs); empty means the one camera of ``camera`` and ``source``.
+    cameras: tuple[CameraSpec, ...] = ()
 
     def camera_config(self) -> CameraConfig:
+        """The size, rate and quality every camera gets unless it says otherwise."""
         return CameraConfig(
+            name=self.camera,
             source=self.source,
             width=self.width,
             height=self.height,
             fps=self.fps,
             quality=self.quality,
         )
+
+    def camera_specs(self) -> tuple[CameraSpec, ...]:
+        """The cameras to run: ``cameras``, or the one of ``camera`` and ``source``."""
+        if self.cameras:
+            return self.cameras
+        return (CameraSpec(self.camera, self.camera, self.camera_config()),)
 
 
 def default_static_path() -> str:
@@ -96,12 +111,6 @@ def _number(kind: type, low: float, high: float, what: str):
         return value
 
     return convert
-
-
-def _driver(text: str) -> str:
-    if text not in DRIVERS:
-        raise argparse.ArgumentTypeError(f"unknown camera {text!r} (known: {', '.join(sorted(DRIVERS))})")
-    return text
 
 
 def _log_level(text: str) -> str:
@@ -135,7 +144,6 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     def env_default(name: str, default: str | None) -> str | None:
         return env.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
 
-    camera_default = env.get(ENV_PREFIX + "CAMERA") or env.get("CAMERA") or "emulated"
     parser = _Parser(
         prog="server.py",
         description="Serve a live camera as Motion-JPEG and over WebSocket. "
@@ -167,9 +175,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     cam = parser.add_argument_group("camera")
     cam.add_argument(
         "--camera",
-        type=_driver,
-        default=camera_default,
-        help=f"camera driver: {', '.join(sorted(DRIVERS))} (default emulated)",
+        dest="cameras",
+        metavar="[NAME=]DRIVER[:SOURCE]",
+        action="append",
+        default=None,
+        help=f"a camera: driver {', '.join(sorted(DRIVERS))} (default emulated), optionally named "
+        "(its URLs are /cameras/NAME/...) and with its source; repeat for several cameras",
+    )
+    cam.add_argument(
+        "--config",
+        metavar="FILE",
+        default=env_default("config", None),
+        help="a TOML file of cameras, one [cameras.NAME] table each with driver, source, "
+        "width, height, fps, quality (see the README)",
     )
     cam.add_argument(
         "--source",
@@ -224,14 +242,41 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _camera_specs(
+    args: argparse.Namespace, env: Mapping[str, str], defaults: CameraConfig
+) -> list[CameraSpec]:
+    """The cameras of ``--config`` then of each ``--camera`` (else of $CAMERA, else emulated)."""
+    drivers = set(DRIVERS)
+    specs = load_config(args.config, defaults, drivers) if args.config else []
+    values = args.cameras
+    if values is None and not specs:
+        values = [env.get(ENV_PREFIX + "CAMERA") or env.get("CAMERA") or "emulated"]
+    specs += [parse_camera_arg(value, defaults, drivers) for value in values or ()]
+    return check_unique(specs)
+
+
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``argv`` and ``env``; exits with status 2 and one line on a bad value."""
-    args = build_parser(os.environ if env is None else env).parse_args(argv)
+    env = os.environ if env is None else env
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    defaults = CameraConfig(
+        source=args.source or None,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        quality=args.quality,
+    )
+    try:
+        specs = _camera_specs(args, env, defaults)
+    except CameraError as exc:
+        parser.error(str(exc))
     return Settings(
         host=args.host,
         port=args.port,
-        camera=args.camera,
-        source=args.source or None,
+        camera=specs[0].driver,
+        source=specs[0].config.source,
+        cameras=tuple(specs),
         fps=args.fps,
         width=args.width,
         height=args.height,
@@ -262,10 +307,13 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(settings: Settings, feed: FrameFeed) -> tornado.web.Application:
-    """The Tornado application for one camera feed."""
+def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> tornado.web.Application:
+    """The Tornado application over the feeds (name to feed, in order; a lone
+    feed is a server of one camera)."""
+    if isinstance(feeds, FrameFeed):
+        feeds = {feeds.name: feeds}
     rules = handlers.routes(
-        feed,
+        feeds,
         static_path=settings.static_path or default_static_path(),
         snapshot_timeout_s=settings.snapshot_timeout_s,
         version=__version__,
@@ -281,10 +329,30 @@ def make_app(settings: Settings, feed: FrameFeed) -> tornado.web.Application:
     )
 
 
+def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
+    """Build every camera (not started) and its feed, by name; raises CameraError
+    naming the camera at fault (the cameras already built are closed)."""
+    specs = settings.camera_specs()
+    feeds: dict[str, FrameFeed] = {}
+    try:
+        for spec in specs:
+            try:
+                camera = create_camera(spec.driver, spec.config)
+            except CameraError as exc:
+                prefix = f"camera {spec.name!r}: " if len(specs) > 1 else ""
+                raise CameraError(prefix + str(exc)) from exc
+            feeds[spec.name] = FrameFeed(camera, name=spec.name, idle_timeout_s=settings.idle_timeout_s)
+    except CameraError:
+        for feed in feeds.values():
+            feed.close()
+        raise
+    return feeds
+
+
 def make_feed(settings: Settings) -> FrameFeed:
-    """Build the camera (not started) and its feed; raises CameraError."""
-    camera = create_camera(settings.camera, settings.camera_config())
-    return FrameFeed(camera, name=settings.camera, idle_timeout_s=settings.idle_timeout_s)
+    """The feed of the first camera alone (a server of one camera)."""
+    first = settings.camera_specs()[0]
+    return make_feeds(replace(settings, cameras=(first,)))[first.name]
 
 
 def _fail(message: str) -> NoReturn:
@@ -295,14 +363,16 @@ def _fail(message: str) -> NoReturn:
 async def serve(settings: Settings) -> None:
     """Run the server until SIGINT or SIGTERM."""
     try:
-        feed = make_feed(settings)
+        feeds = make_feeds(settings)
     except CameraError as exc:
         _fail(str(exc))
     try:
         sockets = bind_sockets(settings.port, settings.host)
     except (OSError, socket.gaierror) as exc:
+        for feed in feeds.values():
+            feed.close()
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
-    app = make_app(settings, feed)
+    app = make_app(settings, feeds)
     server = HTTPServer(app, xheaders=False, idle_connection_timeout=60)
     server.add_sockets(sockets)
     stop = asyncio.Event()
@@ -313,13 +383,20 @@ async def serve(settings: Settings) -> None:
     for sock in sockets:
         host, port = sock.getsockname()[:2]
         url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-        if url not in seen:
-            seen.add(url)
-            log.info("serving the %s camera on %s (stream: %sstream.mjpg)", settings.camera, url, url)
+        if url in seen:
+            continue
+        seen.add(url)
+        if len(feeds) == 1:
+            log.info("serving the %s camera on %s (stream: %sstream.mjpg)", next(iter(feeds)), url, url)
+        else:
+            log.info("serving %d cameras on %s (%s)", len(feeds), url, ", ".join(feeds))
+            for name in feeds:
+                log.info("  %s: %scameras/%s/ (stream: %scameras/%s/stream.mjpg)", name, url, name, url, name)
     await stop.wait()
     log.info("shutting down")
     server.stop()
-    feed.close()
+    for feed in feeds.values():
+        feed.close()
     await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
 
 

@@ -1,8 +1,19 @@
-"""The HTML pages, served from ``static/`` (relative URLs, so any prefix works)."""
+"""The HTML pages and their scripts and styles, from ``static/``.
+
+Every URL in a page is relative, so the same page works at ``/``, at
+``/cameras/NAME/`` and behind a proxy that strips a prefix.  The pages are
+Tornado templates (autoescaped): the camera's name goes in the title and
+the list page lists the cameras.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import tornado.template
 import tornado.web
+
+from handlers.common import BaseHandler
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -17,37 +28,58 @@ class StaticHandler(tornado.web.StaticFileHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
 
-class PageHandler(StaticHandler):
-    """One fixed page of the static folder (``page=`` in the URL table).
+class PageHandler(BaseHandler):
+    """One page of the static folder (``page=`` in the URL table), rendered with ``values``.
 
     ``headers`` are added to the page's responses (``/kiosk`` uses it for its
-    ``Content-Security-Policy: frame-ancestors``).  A request for the page
-    with a trailing slash (``/viewer/``) is redirected to ``../viewer``, a
-    relative location, so the page's relative URLs (``static/...``, ``ws``)
-    resolve as they should, also behind a proxy that strips a prefix.
+    ``Content-Security-Policy: frame-ancestors``).  With ``slash_redirect``, a
+    request for the page with a trailing slash (``/viewer/``) is redirected to
+    ``../viewer``, a relative location, so the page's relative URLs
+    (``static/...``, ``ws``) resolve as they should, also behind a proxy that
+    strips a prefix.
     """
 
-    def initialize(  # type: ignore[override]
-        self, path: str, page: str, headers: dict[str, str] | None = None
+    def initialize(
+        self,
+        loader: tornado.template.BaseLoader,
+        page: str,
+        values: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        slash_redirect: bool = True,
     ) -> None:
-        super().initialize(path)
+        self.loader = loader
         self.page = page
+        self.values = dict(values or {})
         self.extra_headers = dict(headers or {})
+        self.slash_redirect = slash_redirect
 
     def prepare(self) -> None:
         path = self.request.path
-        if path != "/" and path.endswith("/"):
+        if self.slash_redirect and path.endswith("/"):
             name = path.rstrip("/").rsplit("/", 1)[-1]
             query = self.request.query
             self.redirect(f"../{name}" + (f"?{query}" if query else ""), permanent=True)
 
-    def set_extra_headers(self, path: str) -> None:
-        super().set_extra_headers(path)
+    def get(self, *args: str) -> None:
+        body = self.loader.load(self.page).generate(**self.values)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
         for name, value in self.extra_headers.items():
             self.set_header(name, value)
+        self.finish(body)
 
-    def get(self, *args: str, include_body: bool = True):  # type: ignore[override]
-        return super().get(self.page, include_body=include_body)
+    head = get
 
-    def head(self, *args: str):  # type: ignore[override]
-        return super().head(self.page)
+
+class RelativeRedirectHandler(BaseHandler):
+    """``GET``/``HEAD`` of ``/cameras/NAME``: a permanent, relative redirect to ``NAME/``."""
+
+    def initialize(self, location: str) -> None:
+        self.location = location
+
+    def get(self, *args: str) -> None:
+        query = self.request.query
+        self.redirect(self.location + (f"?{query}" if query else ""), permanent=True)
+
+    head = get

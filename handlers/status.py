@@ -1,19 +1,31 @@
-"""``/status``: the state of the camera and its viewers as JSON."""
+"""``/status``: the state of the cameras and their viewers as JSON."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 from cameras.feed import FrameFeed
 from handlers.common import BaseHandler
 
 
 class StatusHandler(BaseHandler):
-    """``GET``/``HEAD``: a JSON object (see the README for the fields)."""
+    """``GET``/``HEAD``: a JSON object (see the README for the fields).
 
-    def initialize(self, feed: FrameFeed, version: str, started_at: float) -> None:
+    The fields of ``feed``'s camera at the top level; with ``feeds`` (the
+    server's ``/status``) also ``"cameras"``: every camera's fields by name.
+    """
+
+    def initialize(
+        self,
+        feed: FrameFeed,
+        version: str,
+        started_at: float,
+        feeds: Mapping[str, FrameFeed] | None = None,
+    ) -> None:
         self.feed = feed
+        self.feeds = feeds
         self.version = version
         self.started_at = started_at
 
@@ -26,6 +38,8 @@ class StatusHandler(BaseHandler):
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             **self.feed.status(),
         }
+        if self.feeds is not None:
+            body["cameras"] = {name: feed.status() for name, feed in self.feeds.items()}
         self.set_header("Content-Type", "application/json")
         self.set_no_cache()
         self.finish(json.dumps(body, indent=2) + "\n")
