@@ -157,6 +157,12 @@ class ThreadedCamera(Camera):
         """True once stop() was called: a blocking capture() should give up."""
         return self._stop_event.is_set()
 
+    @property
+    def label(self) -> str:
+        """How logs name this camera: ``garage (opencv)``, or the driver alone when unnamed."""
+        name = self.config.name
+        return f"{name} ({self.driver})" if name and name != self.driver else self.driver
+
     # -- the contract -------------------------------------------------------
     def start(self) -> None:
         if self.running:
@@ -169,11 +175,11 @@ class ThreadedCamera(Camera):
         self._thread = threading.Thread(
             target=self._run,
             args=(self._stop_event,),
-            name=f"camera-{self.driver}",
+            name=f"camera-{self.config.name or self.driver}",
             daemon=True,
         )
         self._thread.start()
-        log.info("%s camera started", self.driver)
+        log.info("%s camera started", self.label)
 
     def stop(self) -> None:
         thread = self._thread
@@ -183,10 +189,10 @@ class ThreadedCamera(Camera):
         self.wake()
         thread.join(timeout=5.0)
         if thread.is_alive():
-            log.warning("%s camera thread did not stop within 5 s", self.driver)
+            log.warning("%s camera thread did not stop within 5 s", self.label)
         self._thread = None
         self._online = False
-        log.info("%s camera stopped", self.driver)
+        log.info("%s camera stopped", self.label)
 
     def latest(self) -> Frame | None:
         return self._frame
@@ -238,7 +244,7 @@ class ThreadedCamera(Camera):
                     self._safe_close()
                     opened = False
                 if self._online or self._error != str(exc):
-                    log.warning("%s camera failed: %s (retrying in %.1f s)", self.driver, exc, retry_s)
+                    log.warning("%s camera failed: %s (retrying in %.1f s)", self.label, exc, retry_s)
                 self._online = False
                 self._error = str(exc)
                 self._wait_showing_no_signal(stop, retry_s)
@@ -249,7 +255,7 @@ class ThreadedCamera(Camera):
                 self._publish(*result)  # before going online: latest() is then fresh
                 if not self._online:
                     if self._error is not None:
-                        log.info("%s camera is back online", self.driver)
+                        log.info("%s camera is back online", self.label)
                     self._online = True
                     self._error = None
                 retry_s = self.retry_initial_s

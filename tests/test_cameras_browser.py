@@ -1,0 +1,124 @@
+"""The camera list page with 8 cameras, in a real headless Chromium, against a server process.
+
+Eight cameras are more than the six HTTP/1.1 connections a browser opens per
+host: the page must still show every one of them live.  Camera ``i`` is a
+files camera alternating two colours, at a width of its own, so a tile's
+pixels tell which camera it shows and whether it moves.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import COLOURS, nearest_colour
+from tests.fakes import jpeg
+
+COUNT = 8
+
+
+def width_of(i: int) -> int:
+    return 96 + 8 * i
+
+
+def colours_of(i: int) -> tuple[int, int]:
+    return i % len(COLOURS), (i + 1) % len(COLOURS)
+
+
+@pytest.fixture
+def eight_cameras(start_server, tmp_path: Path):
+    args = ["--fps", "10", "--idle-timeout", "5"]
+    for i in range(COUNT):
+        folder = tmp_path / f"cam{i}"
+        folder.mkdir()
+        for n, colour in enumerate(colours_of(i)):
+            (folder / f"{n}.jpg").write_bytes(jpeg(COLOURS[colour], (width_of(i), 72)))
+        args += ["--camera", f"cam{i}=files:{folder}"]
+    return start_server(*args)
+
+
+#: The colour at the centre of each tile's canvas, read from the canvas itself.
+CENTRE_COLOURS = """
+() => Array.from(document.querySelectorAll(".tile canvas")).map((canvas) => {
+  if (canvas.hidden || !canvas.width) return null;
+  const [r, g, b] = canvas.getContext("2d").getImageData(canvas.width >> 1, canvas.height >> 1, 1, 1).data;
+  return [r, g, b];
+})
+"""
+
+
+def tiles(page) -> dict:
+    return page.evaluate("() => JSON.parse(JSON.stringify(window.camstream.tiles))")
+
+
+def test_eight_cameras_all_animate(eight_cameras, page):
+    ws_urls: list[str] = []
+    page.on("websocket", lambda ws: ws_urls.append(ws.url))
+    page.goto(eight_cameras.url)
+    names = [f"cam{i}" for i in range(COUNT)]
+    assert page.locator(".tile").count() == COUNT
+    page.wait_for_function(
+        "n => Object.values(window.camstream.tiles).filter((t) => t.framesDrawn > 0).length === n",
+        arg=COUNT,
+        timeout=15000,
+    )
+    start = tiles(page)
+    assert list(start) == names
+    for i, name in enumerate(names):
+        assert (start[name]["width"], start[name]["height"]) == (width_of(i), 72), name
+        assert start[name]["running"] and start[name]["visible"]
+    # Every tile keeps drawing new frames (10 fps each)...
+    page.wait_for_function(
+        "start => Object.entries(window.camstream.tiles).every(([n, t]) => t.framesDrawn >= start[n] + 10)",
+        arg={name: start[name]["framesDrawn"] for name in names},
+        timeout=15000,
+    )
+    # ...and its picture changes between its camera's two colours.
+    seen: list[set[int]] = [set() for _ in range(COUNT)]
+    deadline = time.monotonic() + 10
+    while any(len(s) < 2 for s in seen) and time.monotonic() < deadline:
+        for i, rgb in enumerate(page.evaluate(CENTRE_COLOURS)):
+            if rgb is not None:
+                seen[i].add(nearest_colour(tuple(rgb)))
+        page.wait_for_timeout(30)  # sampling the canvases with a deadline
+    for i in range(COUNT):
+        assert seen[i] == set(colours_of(i)), f"cam{i} showed {seen[i]}"
+    # One WebSocket per camera, each to that camera's own URL.
+    assert sorted(ws_urls) == sorted(f"ws://127.0.0.1:{eight_cameras.port}/cameras/{n}/ws" for n in names)
+    end = tiles(page)
+    assert all(t["framesDropped"] == 0 or t["framesDecoded"] > 0 for t in end.values())
+    assert all(t["decodeErrors"] == 0 and t["drawErrors"] == 0 for t in end.values())
+
+
+def test_tiles_out_of_sight_close_their_socket(eight_cameras, browser):
+    context = browser.new_context(viewport={"width": 400, "height": 400})
+    page = context.new_page()
+    try:
+        page.goto(eight_cameras.url + "cameras/")
+        page.wait_for_function("() => window.camstream.tiles.cam0.framesDrawn > 0", timeout=15000)
+        state = tiles(page)
+        assert state["cam0"]["running"] and not state["cam7"]["running"]
+        page.locator("#camera-cam7").scroll_into_view_if_needed()
+        page.wait_for_function("() => window.camstream.tiles.cam7.framesDrawn > 0", timeout=15000)
+        assert not tiles(page)["cam0"]["running"]
+    finally:
+        context.close()
+
+
+def test_without_javascript_the_tiles_are_snapshots(eight_cameras, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, java_script_enabled=False)
+    page = context.new_page()
+    try:
+        page.goto(eight_cameras.url)
+        images = page.locator(".tile img")
+        assert images.count() == COUNT
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.tile img')).every((i) => i.complete)",
+            timeout=20000,
+        )
+        widths = [images.nth(i).evaluate("img => img.naturalWidth") for i in range(COUNT)]
+        assert widths == [width_of(i) for i in range(COUNT)]
+    finally:
+        context.close()
