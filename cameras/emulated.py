@@ -36,7 +36,9 @@ def loop_length(fps: float) -> int:
     return max(2, min(MAX_LOOP_FRAMES, round(fps * LOOP_S)))
 
 
-def render_frame(index: int, count: int, width: int, height: int, quality: int) -> bytes:
+def render_frame(
+    index: int, count: int, width: int, height: int, quality: int, title: str = "emulated camera"
+) -> bytes:
     """Encode frame ``index`` of a loop of ``count`` as JPEG bytes (blocking, CPU)."""
     image = Image.new("RGB", (width, height), (24, 24, 32))
     draw = ImageDraw.Draw(image)
@@ -59,7 +61,7 @@ def render_frame(index: int, count: int, width: int, height: int, quality: int) 
     font_px = max(10, height // 12)
     font = ImageFont.load_default(size=font_px)
     text_x = max(4, width // 20)
-    draw.text((text_x, bar_h + font_px // 2), "emulated camera", fill=(240, 240, 240), font=font)
+    draw.text((text_x, bar_h + font_px // 2), title, fill=(240, 240, 240), font=font)
     draw.text((text_x, bar_h + font_px * 2), f"frame {index + 1:3d}/{count}", fill=(255, 220, 90), font=font)
     draw.text((text_x, bar_h + font_px * 7 // 2), f"{width}x{height}", fill=(160, 200, 255), font=font)
     out = io.BytesIO()
@@ -85,6 +87,8 @@ class EmulatedCamera(ThreadedCamera):
         jpeg = self._loop[index]
         if jpeg is None:
             cfg = self.config
-            jpeg = render_frame(index, len(self._loop), cfg.width, cfg.height, cfg.quality)
+            named = cfg.name and cfg.name != self.driver
+            title = f"{cfg.name} (emulated)" if named else "emulated camera"
+            jpeg = render_frame(index, len(self._loop), cfg.width, cfg.height, cfg.quality, title)
             self._loop[index] = jpeg
         return jpeg, self.config.width, self.config.height

@@ -19,7 +19,14 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = {"index.png": "", "viewer.png": "viewer?overlay=1", "kiosk.png": "kiosk"}
+#: Four emulated cameras; the pages of one camera show the first.
+CAMERAS = ("front", "porch", "garage", "yard")
+PAGES = {
+    "index.png": "cameras/front/",
+    "viewer.png": "cameras/front/viewer?overlay=1",
+    "kiosk.png": "cameras/front/kiosk",
+    "cameras.png": "",
+}
 log = logging.getLogger("screenshots")
 
 
@@ -29,7 +36,11 @@ def main() -> int:
     DOCS.mkdir(exist_ok=True)
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "server.py"), "--port", "0"], cwd=ROOT, stdout=out, stderr=out
+            [sys.executable, str(ROOT / "server.py"), "--port", "0"]
+            + [arg for name in CAMERAS for arg in ("--camera", f"{name}=emulated")],
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
         )
     try:
         deadline = time.monotonic() + 20
