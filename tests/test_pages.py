@@ -112,7 +112,17 @@ async def test_index_links_to_the_viewer_and_the_kiosk(http_client, base_url):
 
 
 @pytest.mark.parametrize(
-    "name", ["viewer.html", "kiosk.html", "frames.js", "viewer.js", "kiosk.js", "index.html"]
+    "name",
+    [
+        "viewer.html",
+        "kiosk.html",
+        "frames.js",
+        "viewer.js",
+        "kiosk.js",
+        "index.html",
+        "cameras.html",
+        "cameras.js",
+    ],
 )
 def test_pages_use_relative_urls_only(name):
     # Behind a reverse proxy that strips a prefix (/cam/ -> /), an absolute
