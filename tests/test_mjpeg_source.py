@@ -325,7 +325,7 @@ def camera_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.WARNING and r.getMessage().startswith("mjpeg camera failed")
+        if r.levelno == logging.WARNING and "(mjpeg) camera failed" in r.getMessage()
     ]
 
 
