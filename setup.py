@@ -30,6 +30,7 @@ setup(
     install_requires=["tornado>=6.4,<7", "pillow>=10.1"],
     extras_require={
         "opencv": ["opencv-python-headless>=4.8"],
+        "bench": ["matplotlib>=3.7"],  # the plot of bench/fanout.py
         "test": [
             "pytest>=8",
             "pytest-tornado==0.8.1",

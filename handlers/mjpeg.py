@@ -29,6 +29,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
 from handlers.common import NO_CACHE, BaseHandler
+from handlers.fastwrite import write_now
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class MjpegHandler(BaseHandler):
         if stream is None or self._gone:
             raise SubscriberGone
         try:
-            return stream.write(data)  # type: ignore[return-value]
+            return write_now(stream, data)
         except StreamClosedError as exc:
             raise SubscriberGone from exc
 

@@ -22,8 +22,8 @@ Protocol, server to client:
   frame's sequence number and capture time.  Every JPEG decoder skips
   comments, so the message is still a plain JPEG (``<img>``, Pillow,
   ``createImageBitmap``); a client that wants the timestamp reads the first
-  few segments (:func:`frame_info` shows how).  The bytes are built once per
-  frame and shared by every WebSocket client.  Data that does not start
+  few segments (:func:`frame_info` shows how).  The whole WebSocket frame
+  is built once per frame and shared by every client (:func:`ws_wire`).  Data that does not start
   with a JPEG SOI marker is sent unchanged.
 * While the camera produces nothing new, the newest frame is sent again about
   once a second (same ``seq``): a client can tell a still picture from a
@@ -69,9 +69,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import tornado.websocket
+from tornado.iostream import StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
+from handlers.fastwrite import write_now
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,26 @@ def ws_message(frame: Frame) -> bytes:
     segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
     at = _header_end(jpeg)
     return b"".join((jpeg[:at], segment, jpeg[at:]))
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """``payload`` as one complete, unmasked WebSocket binary frame (RFC 6455 5.2):
+    FIN and opcode 2, no extension bits (no compression), the length in the
+    shortest form."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x82, size))
+    elif size < 1 << 16:
+        head = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 127)) + size.to_bytes(8, "big")
+    return head + payload
+
+
+def ws_wire(frame: Frame) -> bytes:
+    """The bytes on the wire for ``frame``: :func:`ws_message` framed as one binary
+    WebSocket message, built once per frame and shared by every client."""
+    return binary_frame(ws_message(frame))
 
 
 def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
@@ -186,7 +208,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.feed = feed
         self.allow_origins = frozenset(allow_origins)
         self.clock = clock
-        self.encoder = ws_message
+        self.encoder = ws_wire
         self.repeat_stale = True
         self.fps_cap: float | None = None
         self.frames_capped = 0
@@ -289,9 +311,17 @@ class WsHandler(tornado.websocket.WebSocketHandler):
             # frames arriving with jitter still average close to the cap; a
             # quarter interval of lateness is carried over, no more (no bursts).
             self._next_due = max(self._next_due, now - interval / 4) + interval
+        # ``data`` is a complete binary frame (ws_wire), shared by every client:
+        # written straight to the connection's stream, not re-framed (and so
+        # copied) per client by write_message.  Tornado's own writes (hello,
+        # replies, pings, close) queue on the same stream, so frames never
+        # interleave; nothing may follow a close frame.
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise SubscriberGone
         try:
-            return self.write_message(data, binary=True)  # type: ignore[return-value]
-        except tornado.websocket.WebSocketClosedError as exc:
+            return write_now(connection.stream, data)  # type: ignore[attr-defined]
+        except StreamClosedError as exc:
             raise SubscriberGone from exc
 
     def feed_closed(self) -> None:
