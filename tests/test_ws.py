@@ -30,7 +30,14 @@ from tornado.testing import bind_unused_port
 import server
 from cameras.base import Frame
 from cameras.feed import FrameFeed
-from handlers.ws import MAX_CLIENT_MESSAGE_BYTES, WsHandler, frame_info, normalize_origin, ws_message
+from handlers.ws import (
+    MAX_CLIENT_MESSAGE_BYTES,
+    WsHandler,
+    binary_frame,
+    frame_info,
+    normalize_origin,
+    ws_message,
+)
 from tests.conftest import COLOURS, nearest_colour
 from tests.fakes import FakeCamera, ManualClock, jpeg
 
@@ -544,3 +551,33 @@ async def test_a_client_that_does_not_read_skips_frames_then_gets_the_newest(han
     assert received == [*range(1, sent + 1), newest]
     client.close()
     await wait_until(lambda: hand.feed.subscriber_count == 0, what="the raw client dropped")
+
+
+@pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+async def test_every_message_length_form_reaches_a_real_client(hand, size):
+    # binary_frame writes the length in 7, 16 or 64 bits; Tornado's client
+    # checks the framing byte by byte.
+    ws = await connect(hand.port)
+    await hello(ws)
+    await wait_until(lambda: hand.feed.subscriber_count == 1)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)  # not a JPEG: sent as it is
+    hand.push(data)
+    assert (await frames(ws, 1))[0] == data
+    hand.push(data[::-1])
+    assert (await frames(ws, 1))[0] == data[::-1]
+    ws.close()
+
+
+@pytest.mark.parametrize(
+    ("size", "head"),
+    [
+        (5, b"\x82\x05"),
+        (125, b"\x82\x7d"),
+        (126, b"\x82\x7e\x00\x7e"),
+        (65535, b"\x82\x7e\xff\xff"),
+        (65536, b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ],
+)
+def test_binary_frame_heads(size, head):
+    assert binary_frame(b"x" * size) == head + b"x" * size
