@@ -3,7 +3,8 @@
 The handler is a subscriber of the same :class:`~cameras.feed.FrameFeed` as
 the MJPEG handlers, so the feed's rules hold here too: each new frame is
 offered once, at most one frame is in flight per client (``send`` returns the
-``write_message`` future), and a client still busy with an older frame skips
+future of a write that did not go out at once, see
+:mod:`handlers.fastwrite`), and a client still busy with an older frame skips
 the stale one and gets the newest as soon as it is free.
 
 Protocol, server to client:
