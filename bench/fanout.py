@@ -309,6 +309,9 @@ def write_report(out: Path, results: dict, command: str) -> None:
             f"| {stalled['server_rss_kb'] / 1024:.1f} |",
             "",
             f"Memory growth while the never-readers are attached: {growth:.1f} MB.",
+            f"During the window the server skipped {stalled.get('server_frames_skipped', '?')} frames for"
+            f" them; every frame would be {round(50 * 30 * stalled['seconds'])} (50 x 30 fps x"
+            f" {stalled['seconds']:.0f} s): their sockets stayed full.",
         ]
     idle = results.get("idle")
     if idle:

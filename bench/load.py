@@ -43,6 +43,7 @@ import statistics
 import sys
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 
 BUFFER = bytearray(4 << 20)
@@ -131,13 +132,17 @@ class Load:
         self.measuring = False
 
     def connect(self, count: int, reading: bool = True, timeout_s: float = 30.0) -> list[Viewer]:
+        """``count`` viewers; those not ``reading`` never read a byte, and their
+        receive buffer is made small so that the server's side fills soon."""
         out = []
         request = request_bytes(self.target)
         deadline = time.monotonic() + timeout_s
         for _ in range(count):
-            sock = socket.create_connection(
-                (self.target.host, self.target.port), timeout=max(0.1, deadline - time.monotonic())
-            )
+            sock = socket.socket(socket.AF_INET6 if ":" in self.target.host else socket.AF_INET)
+            if not reading:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.connect((self.target.host, self.target.port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(request)
             sock.setblocking(False)
@@ -367,6 +372,16 @@ def measure(load: Load, viewers: list[Viewer], seconds: float, pid: int | None) 
     return report
 
 
+def frames_skipped(target: Target) -> int | None:
+    """The server's ``frames_skipped`` from ``/status`` (None if it has none)."""
+    url = f"http://{target.host}:{target.port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(json.load(response)["frames_skipped"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def warm_up(load: Load, viewers: list[Viewer], seconds: float) -> None:
     """Read until every viewer has its first frame (or ``seconds`` pass), then a little more."""
     deadline = time.monotonic() + seconds
@@ -417,7 +432,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.stalled:
         before = measure(load, viewers, args.seconds, pid)
         stalled = load.connect(args.stalled, reading=False)
-        load.run(1.0)  # long enough for their socket buffers to fill
+        # Until the server skips them: their socket buffers are full (30 s at most).
+        start = frames_skipped(target)
+        deadline = time.monotonic() + 30
+        while start is not None and time.monotonic() < deadline:
+            load.run(0.25)
+            now = frames_skipped(target)
+            if now is None or now - start >= 10 * args.stalled:
+                break
+        skipped_before = frames_skipped(target)
     report = {
         "url": args.url,
         "viewers": args.viewers,
@@ -429,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         report["server_rss_kb_before_connecting"] = rss_before
     if before is not None:
         report["before_stalled"] = before
+        skipped_after = frames_skipped(target)
+        if skipped_before is not None and skipped_after is not None:
+            report["server_frames_skipped"] = skipped_after - skipped_before
     if args.hold > 0:
         load.run(args.hold)
     for viewer in viewers + stalled:
