@@ -1,0 +1,78 @@
+"""The benchmark's tools still work: the load generator against a server process (MJPEG and
+WebSocket, with never-readers) and against the bare reference.  Only correctness is checked
+here; the figures belong to ``bench/fanout.py``'s report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.fanout import make_frames
+from tests.conftest import ROOT
+
+
+def load(url: str, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load.py"), "--url", url, "--seconds", "1", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def bench_frames(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bench-frames")
+    size = make_frames(folder, count=4)
+    assert 30_000 < size < 50_000  # "about 40 KB", as the benchmark promises
+    return folder
+
+
+@pytest.mark.parametrize("path", ["ws", "stream.mjpg"])
+def test_the_load_generator_counts_every_frame(start_server, bench_frames, path):
+    server = start_server("--camera", "files", "--source", str(bench_frames), "--fps", "20")
+    scheme = "ws" if path == "ws" else "http"
+    url = f"{scheme}://127.0.0.1:{server.port}/{path}"
+    report = load(url, "--viewers", "3", "--server-pid", str(server.proc.pid))
+    assert report["errors"] == 0 and report["duplicates"] == 0, report
+    assert report["frames"] > 3 and report["fps_p5"] > 0
+    assert report["latency_ms"]["median"] >= 0
+    assert report["server_us_per_frame"] > 0 and report["server_rss_kb"] > 0
+
+
+def test_never_readers_are_measured_once_the_server_skips_them(start_server, bench_frames):
+    server = start_server("--camera", "files", "--source", str(bench_frames), "--fps", "30")
+    report = load(
+        f"http://127.0.0.1:{server.port}/stream.mjpg",
+        *("--viewers", "2", "--stalled", "3", "--server-pid", str(server.proc.pid)),
+    )
+    assert report["errors"] == 0 and report["before_stalled"]["errors"] == 0
+    assert report["server_frames_skipped"] > 0  # the never-readers were being skipped
+
+
+def test_the_reference_serves_the_same_framing(bench_frames, tmp_path):
+    log_path = tmp_path / "reference.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "reference.py"), "--source", str(bench_frames)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the log with a deadline
+        port = int(log_path.read_text().split("127.0.0.1:")[1].split()[0])
+        report = load(f"http://127.0.0.1:{port}/stream.mjpg", "--viewers", "2", "--server-pid", str(proc.pid))
+        assert report["errors"] == 0 and report["duplicates"] == 0 and report["frames"] > 2, report
+    finally:
+        proc.terminate()
+        proc.wait(10)
