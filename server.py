@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ import handlers
 from cameras import DRIVERS, CameraConfig, CameraError, create_camera
 from cameras.config import CameraSpec, check_unique, load_config, parse_camera_arg
 from cameras.feed import FrameFeed
+from handlers.access import Access, redact
+from handlers.common import ClientLimit
 from handlers.ws import normalize_origin
 
 __version__ = "0.1.0"
@@ -63,6 +66,17 @@ class Settings:
     static_path: str = ""
     #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` besides the page's own.
     allow_origins: tuple[str, ...] = ()
+    #: ``USER:PASSWORD`` for HTTP Basic authentication, or None.
+    auth: str | None = None
+    #: An access token (``?token=`` or ``Authorization: Bearer``), or None.
+    token: str | None = None
+    #: TLS certificate chain and private key (PEM); HTTPS and WSS when set.
+    certfile: str | None = None
+    keyfile: str | None = None
+    #: Streams (MJPEG and WebSocket, all cameras) at once; more get 503.
+    max_clients: int = 500
+    #: A viewer that takes no bytes for this long is disconnected.
+    stall_timeout_s: float = 30.0
     #: Every camera of the server, in order (the first also answers at the short
     #: URLs); empty means the one camera of ``camera`` and ``source``.
     cameras: tuple[CameraSpec, ...] = ()
@@ -109,6 +123,38 @@ def _number(kind: type, low: float, high: float, what: str):
         if not (low <= value <= high) or value != value:  # value != value: NaN
             raise argparse.ArgumentTypeError(f"{text!r} is out of range ({what})")
         return value
+
+    return convert
+
+
+def _credentials(text: str) -> str:
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise argparse.ArgumentTypeError("give USER:PASSWORD, both not empty")
+    if any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError("control characters are not allowed")
+    return text
+
+
+def _token(text: str) -> str:
+    if len(text) < 8 or not all(33 <= ord(c) < 127 for c in text):
+        raise argparse.ArgumentTypeError("a token is at least 8 printable ASCII characters, no spaces")
+    return text
+
+
+def _secret_file(check):
+    """The first line of a file, checked like the option it replaces (exit 2 if unreadable)."""
+
+    def convert(path: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                line = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            return check(line)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
 
     return convert
 
@@ -171,6 +217,60 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env_default("allow-origin", ""),
         help="also accept WebSocket connections from pages of ORIGIN (scheme://host[:port]); "
         "repeatable; the environment takes a comma-separated list (default: same origin only)",
+    )
+    net.add_argument(
+        "--certfile",
+        metavar="PEM",
+        default=env_default("certfile", None),
+        help="serve HTTPS and WSS with this certificate chain (PEM)",
+    )
+    net.add_argument(
+        "--keyfile",
+        metavar="PEM",
+        default=env_default("keyfile", None),
+        help="the private key of --certfile (if not in the same file)",
+    )
+    net.add_argument(
+        "--max-clients",
+        type=_number(int, 1, 100000, "a number of clients, 1-100000"),
+        default=env_default("max-clients", "500"),
+        help="streams (MJPEG and WebSocket, every camera) at once; more get 503 (default 500)",
+    )
+    net.add_argument(
+        "--stall-timeout",
+        type=_number(float, 1, 86400, "seconds, 1-86400"),
+        default=env_default("stall-timeout", "30"),
+        help="disconnect a viewer that has taken no bytes for this long (default 30)",
+    )
+    auth = parser.add_argument_group("access (default: anyone who can reach the port)")
+    basic = auth.add_mutually_exclusive_group()
+    basic.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        type=_credentials,
+        default=env_default("auth", None),
+        help="HTTP Basic authentication for every URL",
+    )
+    basic.add_argument(
+        "--auth-file",
+        dest="auth",
+        metavar="PATH",
+        type=_secret_file(_credentials),
+        help="the same, read from the first line of a file (not visible in the process list)",
+    )
+    token = auth.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token",
+        type=_token,
+        default=env_default("token", None),
+        help="also accept this token, as ?token=TOKEN on any URL or Authorization: Bearer TOKEN",
+    )
+    token.add_argument(
+        "--token-file",
+        dest="token",
+        metavar="PATH",
+        type=_secret_file(_token),
+        help="the same, read from the first line of a file",
     )
     cam = parser.add_argument_group("camera")
     cam.add_argument(
@@ -286,6 +386,12 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         log_level=args.log_level,
         static_path=default_static_path(),
         allow_origins=tuple(dict.fromkeys(args.allow_origins)),
+        auth=args.auth,
+        token=args.token,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        max_clients=args.max_clients,
+        stall_timeout_s=args.stall_timeout,
     )
 
 
@@ -301,7 +407,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         "%d %s %s (%s) %.1f ms",
         status,
         request.method,
-        request.uri,
+        redact(request.uri or ""),
         request.remote_ip,
         1000.0 * request.request_time(),
     )
@@ -324,6 +430,8 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         rules,
         default_handler_class=handlers.NotFoundHandler,
         log_function=log_request,
+        access=Access(basic=settings.auth, token=settings.token),
+        client_limit=ClientLimit(list(feeds.values()), settings.max_clients),
         websocket_ping_interval=20,
         websocket_ping_timeout=20,  # Tornado 6.6 refuses (and warns about) a timeout above the interval
     )
@@ -341,7 +449,12 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
             except CameraError as exc:
                 prefix = f"camera {spec.name!r}: " if len(specs) > 1 else ""
                 raise CameraError(prefix + str(exc)) from exc
-            feeds[spec.name] = FrameFeed(camera, name=spec.name, idle_timeout_s=settings.idle_timeout_s)
+            feeds[spec.name] = FrameFeed(
+                camera,
+                name=spec.name,
+                idle_timeout_s=settings.idle_timeout_s,
+                stall_timeout_s=settings.stall_timeout_s,
+            )
     except CameraError:
         for feed in feeds.values():
             feed.close()
@@ -353,6 +466,24 @@ def make_feed(settings: Settings) -> FrameFeed:
     """The feed of the first camera alone (a server of one camera)."""
     first = settings.camera_specs()[0]
     return make_feeds(replace(settings, cameras=(first,)))[first.name]
+
+
+#: Request line and headers together; a larger request gets 431/400 and is closed.
+MAX_HEADER_BYTES = 16 * 1024
+#: No route takes a body; a small one (a client's habit) is read and ignored, a larger one refused.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2 or newer) from PEM files; raises OSError or SSLError."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _fail(message: str) -> NoReturn:
@@ -372,17 +503,46 @@ async def serve(settings: Settings) -> None:
         for feed in feeds.values():
             feed.close()
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    tls = None
+    if settings.certfile:
+        try:
+            tls = tls_context(settings.certfile, settings.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            for feed in feeds.values():
+                feed.close()
+            _fail(f"--certfile {settings.certfile}: {getattr(exc, 'strerror', None) or exc}")
     app = make_app(settings, feeds)
-    server = HTTPServer(app, xheaders=False, idle_connection_timeout=60)
+    server = HTTPServer(
+        app,
+        xheaders=False,
+        ssl_options=tls,
+        idle_connection_timeout=60,
+        body_timeout=10,
+        max_header_size=MAX_HEADER_BYTES,
+        max_body_size=MAX_BODY_BYTES,
+    )
     server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting at once")
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled)
+    if not (settings.auth or settings.token) and not _loopback(settings.host):
+        log.warning(
+            "listening on %s without --auth or --token: anyone who can reach this port can watch",
+            settings.host,
+        )
+    scheme = "https" if tls else "http"
     seen = set()
     for sock in sockets:
         host, port = sock.getsockname()[:2]
-        url = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+        url = f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
         if url in seen:
             continue
         seen.add(url)

@@ -76,11 +76,12 @@ class Clock:
 class _Slot:
     """Per-subscriber delivery state."""
 
-    __slots__ = ("last_seq", "pending", "sub")
+    __slots__ = ("last_seq", "pending", "pending_since", "sub")
 
     def __init__(self, sub: Subscriber) -> None:
         self.sub = sub
         self.pending: asyncio.Future[Any] | None = None
+        self.pending_since = 0.0
         self.last_seq = 0
 
 
@@ -101,6 +102,7 @@ class FrameFeed:
         interval_ms: float | None = None,
         idle_timeout_s: float = 10.0,
         repeat_after_s: float = 1.0,
+        stall_timeout_s: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
         self.camera = camera
@@ -108,6 +110,7 @@ class FrameFeed:
         self.interval_ms = interval_ms or poll_interval_ms(camera.config.fps)
         self.idle_timeout_s = idle_timeout_s
         self.repeat_after_s = repeat_after_s
+        self.stall_timeout_s = stall_timeout_s
         self._clock = clock or Clock()
         self._slots: dict[Subscriber, _Slot] = {}
         self._behind: set[_Slot] = set()
@@ -123,6 +126,7 @@ class FrameFeed:
         self.frames_skipped = 0
         self.frames_repeated = 0
         self.camera_starts = 0
+        self.stalled_dropped = 0
 
     # -- subscribers --------------------------------------------------------
     @property
@@ -267,6 +271,7 @@ class FrameFeed:
         wire = self._wire
         behind = self._behind
         seq = frame.seq
+        now = self._clock.monotonic()
         for slot in slots:
             if slot.last_seq == seq and not repeat:
                 behind.discard(slot)
@@ -274,7 +279,9 @@ class FrameFeed:
             pending = slot.pending
             if pending is not None:
                 if not pending.done():
-                    if new:
+                    if now - slot.pending_since > self.stall_timeout_s:
+                        self._stalled(slot)
+                    elif new:
                         behind.add(slot)
                         self.frames_skipped += 1
                     continue
@@ -291,12 +298,19 @@ class FrameFeed:
             except SubscriberGone:
                 self._drop(slot)
                 continue
+            slot.pending_since = now
             slot.last_seq = seq
             behind.discard(slot)
             if repeat:
                 self.frames_repeated += 1
             else:
                 self.frames_sent += 1
+
+    def _stalled(self, slot: _Slot) -> None:
+        """A viewer that has taken nothing for ``stall_timeout_s``: disconnect it."""
+        self.stalled_dropped += 1
+        log.info("%s: disconnecting a viewer that took nothing for %g s", self.name, self.stall_timeout_s)
+        self._drop(slot)
 
     def _drop(self, slot: _Slot) -> None:
         log.debug("%s: dropping a subscriber that went away", self.name)
@@ -330,6 +344,7 @@ class FrameFeed:
             "frames_sent": self.frames_sent,
             "frames_skipped": self.frames_skipped,
             "frames_repeated": self.frames_repeated,
+            "stalled_dropped": self.stalled_dropped,
             "camera_starts": self.camera_starts,
             "last_frame_age_s": round(time.time() - frame.timestamp, 3) if frame else None,
             "poll_interval_ms": round(self.interval_ms, 2),

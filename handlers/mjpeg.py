@@ -28,7 +28,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
-from handlers.common import NO_CACHE, BaseHandler
+from handlers.common import NO_CACHE, BaseHandler, refuse_if_full
 from handlers.fastwrite import write_now
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class MjpegHandler(BaseHandler):
 
     def get(self) -> None:
         framing = self._framing()
-        if framing is None:
+        if framing is None or refuse_if_full(self):
             return
         try:
             self.feed.subscribe(self)

@@ -13,11 +13,15 @@ from typing import Any
 import tornado.template
 import tornado.web
 
+from handlers.access import Access, check
 from handlers.common import BaseHandler
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
     """Scripts and styles of the pages; short errors, never a file listing."""
+
+    def prepare(self) -> None:
+        check(self)
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
@@ -54,6 +58,8 @@ class PageHandler(BaseHandler):
         self.slash_redirect = slash_redirect
 
     def prepare(self) -> None:
+        if not check(self):
+            return
         path = self.request.path
         if self.slash_redirect and path.endswith("/"):
             name = path.rstrip("/").rsplit("/", 1)[-1]
@@ -61,7 +67,9 @@ class PageHandler(BaseHandler):
             self.redirect(f"../{name}" + (f"?{query}" if query else ""), permanent=True)
 
     def get(self, *args: str) -> None:
-        body = self.loader.load(self.page).generate(**self.values)
+        access: Access | None = self.application.settings.get("access")
+        query = access.page_query(self.request) if access else ""
+        body = self.loader.load(self.page).generate(query=query, **self.values)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Content-Type-Options", "nosniff")

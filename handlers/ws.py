@@ -74,6 +74,8 @@ from tornado.iostream import StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
+from handlers.access import check
+from handlers.common import refuse_if_full
 from handlers.fastwrite import write_now
 
 log = logging.getLogger(__name__)
@@ -224,6 +226,11 @@ class WsHandler(tornado.websocket.WebSocketHandler):
             return normalize_origin(origin) in self.allow_origins
         except ValueError:
             return False
+
+    def prepare(self) -> None:
+        # Credentials first (a 401 instead of the upgrade), then room for one more stream.
+        if check(self):
+            refuse_if_full(self)
 
     def get_compression_options(self) -> None:
         return None  # JPEG does not compress; deflate would only cost CPU

@@ -24,11 +24,22 @@
 "use strict";
 
 (function (global) {
+  /** The page's access token (?token=...), passed on to what the page opens; or null. */
+  const pageToken = new URLSearchParams(global.location.search).get("token");
+
+  /** ``url`` (relative to the page) with the page's token added, if it has one. */
+  function withToken(path) {
+    const url = new URL(path, global.location.href);
+    if (pageToken !== null) url.searchParams.set("token", pageToken);
+    return url.href;
+  }
+
   function wsUrl(path) {
     const url = new URL(path, global.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.search = "";
     url.hash = "";
+    if (pageToken !== null) url.searchParams.set("token", pageToken);
     return url.href;
   }
 
@@ -282,5 +293,5 @@
     }
   }
 
-  global.CamstreamFrames = { FrameSocket, frameInfo, wsUrl, supported };
+  global.CamstreamFrames = { FrameSocket, frameInfo, wsUrl, withToken, supported };
 })(window);

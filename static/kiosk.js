@@ -157,7 +157,9 @@
     signature = null;
     changedAt = performance.now();
     img.style.visibility = "hidden"; // until its first frame: the canvas shows the last one
-    img.src = `stream.mjpg?framing=img&_=${Date.now().toString(36)}${state.imgConnects}`;
+    const token = params.get("token"); // passed on, as the page was opened with it
+    const auth = token === null ? "" : `&token=${encodeURIComponent(token)}`;
+    img.src = `stream.mjpg?framing=img${auth}&_=${Date.now().toString(36)}${state.imgConnects}`;
   }
 
   function retryImg() {
