@@ -431,6 +431,7 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         default_handler_class=handlers.NotFoundHandler,
         log_function=log_request,
         access=Access(basic=settings.auth, token=settings.token),
+        allow_origins=frozenset(settings.allow_origins),
         client_limit=ClientLimit(list(feeds.values()), settings.max_clients),
         websocket_ping_interval=20,
         websocket_ping_timeout=20,  # Tornado 6.6 refuses (and warns about) a timeout above the interval

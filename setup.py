@@ -38,6 +38,8 @@ setup(
             "setuptools<81",
             "opencv-python-headless>=4.8",  # tests/test_opencv.py drives the real library
             "playwright>=1.45",
+            "hypothesis>=6.100",  # fuzzing of paths, queries and options
+            "cryptography>=42",  # a self-signed certificate for the HTTPS and WSS tests
             "ruff==0.17.6",  # pinned: formatting changes between releases
         ],
     },

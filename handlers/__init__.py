@@ -62,11 +62,11 @@ def _camera_rules(
         Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, {"feed": feed, "allow_origins": allow_origins}),
         Rule(PathMatches(_paths(prefix, "/viewer")), PageHandler, _page(loader, "viewer.html", values)),
         # /kiosk may be framed by any origin (a dashboard's iframe); to restrict
-        # it, change frame-ancestors here, e.g. "frame-ancestors 'self' https://dash.example".
+        # it, change frame_ancestors here, e.g. "'self' https://dash.example".
         Rule(
             PathMatches(_paths(prefix, "/kiosk")),
             PageHandler,
-            _page(loader, "kiosk.html", values, headers={"Content-Security-Policy": "frame-ancestors *"}),
+            _page(loader, "kiosk.html", values, frame_ancestors="*"),
         ),
         Rule(PathMatches(re.escape(prefix) + r"/static/(.+)"), StaticHandler, {"path": static_path}),
     ]
@@ -77,14 +77,14 @@ def _page(
     page: str,
     values: dict[str, Any],
     slash_redirect: bool = True,
-    headers: dict[str, str] | None = None,
+    frame_ancestors: str = "'none'",
 ) -> dict[str, Any]:
     return {
         "loader": loader,
         "page": page,
         "values": values,
         "slash_redirect": slash_redirect,
-        "headers": headers,
+        "frame_ancestors": frame_ancestors,
     }
 
 

@@ -102,6 +102,8 @@ def check(handler: RequestHandler) -> bool:
     access: Access | None = handler.application.settings.get("access")
     if access is None or access.allows(handler.request):
         return True
+    if handler.request.method == "OPTIONS":
+        return True  # CORS preflights carry no credentials; they get headers only, never data
     handler.clear()
     handler.set_status(401)
     handler.set_header("WWW-Authenticate", access.challenge())

@@ -52,6 +52,49 @@ class BaseHandler(tornado.web.RequestHandler):
         pass
 
 
+def cors_headers(handler: tornado.web.RequestHandler) -> dict[str, str]:
+    """CORS headers for a request from an origin given with ``--allow-origin``, else none.
+
+    Streams and snapshots send them so that web apps of those origins can
+    ``fetch()`` them (credentials included); no other origin gets any.
+    """
+    origin = handler.request.headers.get("Origin")
+    allowed: frozenset[str] = handler.application.settings.get("allow_origins", frozenset())
+    if not origin or not allowed:
+        return {}
+    from handlers.ws import normalize_origin  # the one definition of an origin's form
+
+    try:
+        if normalize_origin(origin) not in allowed:
+            return {}
+    except ValueError:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "X-Timestamp",
+        "Vary": "Origin",
+    }
+
+
+def answer_preflight(handler: tornado.web.RequestHandler) -> None:
+    """``OPTIONS`` (a CORS preflight, which never carries credentials): 204 with the
+    CORS headers for an allowed origin, 403 for any other."""
+    headers = cors_headers(handler)
+    if not headers:
+        handler.set_status(403)
+        handler.set_header("Content-Type", "text/plain; charset=utf-8")
+        handler.finish("403 Forbidden: this origin may not read this camera\n")
+        return
+    for name, value in headers.items():
+        handler.set_header(name, value)
+    handler.set_header("Access-Control-Allow-Methods", "GET, HEAD")
+    handler.set_header("Access-Control-Allow-Headers", "Authorization")
+    handler.set_header("Access-Control-Max-Age", "600")
+    handler.set_status(204)
+    handler.finish()
+
+
 class ClientLimit:
     """At most ``max_clients`` streams (MJPEG and WebSocket, every camera) at once."""
 

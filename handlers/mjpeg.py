@@ -28,7 +28,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
-from handlers.common import NO_CACHE, BaseHandler, refuse_if_full
+from handlers.common import NO_CACHE, BaseHandler, answer_preflight, cors_headers, refuse_if_full
 from handlers.fastwrite import write_now
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,14 @@ class MjpegHandler(BaseHandler):
             return None
         return framing
 
+    def options(self) -> None:
+        answer_preflight(self)
+
     def head(self) -> None:
         if self._framing() is None:
             return
+        for name, value in cors_headers(self).items():
+            self.set_header(name, value)
         self.set_header("Content-Type", CONTENT_TYPE)
         self.set_no_cache()
         self.flush()  # headers now, so no "Content-Length: 0" for an endless body
@@ -119,7 +124,7 @@ class MjpegHandler(BaseHandler):
         stream.max_buffer_size = MAX_CLIENT_BYTES
         stream.set_nodelay(True)
         stream.set_close_callback(self._on_close)
-        opening = response_head(self.request.version)
+        opening = response_head(self.request.version, cors_headers(self))
         if framing == "img":
             opening += _IMG_PART_HEAD
         try:

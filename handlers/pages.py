@@ -32,11 +32,24 @@ class StaticHandler(tornado.web.StaticFileHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
 
+def page_policy(frame_ancestors: str) -> str:
+    """The pages' Content-Security-Policy: nothing but this server's own files and sockets."""
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        f"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
+    )
+
+
 class PageHandler(BaseHandler):
     """One page of the static folder (``page=`` in the URL table), rendered with ``values``.
 
-    ``headers`` are added to the page's responses (``/kiosk`` uses it for its
-    ``Content-Security-Policy: frame-ancestors``).  With ``slash_redirect``, a
+    Every page is sent with a ``Content-Security-Policy`` that allows only
+    this server's own scripts, styles, pictures and sockets, with
+    ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``
+    (a ``?token=`` in the page's URL must not leak to other sites).
+    ``frame_ancestors`` says who may show the page in a frame: nobody
+    (``'none'``, the default), or for ``/kiosk`` anyone (``*``; see the URL
+    table to restrict it).  With ``slash_redirect``, a
     request for the page with a trailing slash (``/viewer/``) is redirected to
     ``../viewer``, a relative location, so the page's relative URLs
     (``static/...``, ``ws``) resolve as they should, also behind a proxy that
@@ -48,13 +61,13 @@ class PageHandler(BaseHandler):
         loader: tornado.template.BaseLoader,
         page: str,
         values: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
+        frame_ancestors: str = "'none'",
         slash_redirect: bool = True,
     ) -> None:
         self.loader = loader
         self.page = page
         self.values = dict(values or {})
-        self.extra_headers = dict(headers or {})
+        self.frame_ancestors = frame_ancestors
         self.slash_redirect = slash_redirect
 
     def prepare(self) -> None:
@@ -73,8 +86,10 @@ class PageHandler(BaseHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Content-Type-Options", "nosniff")
-        for name, value in self.extra_headers.items():
-            self.set_header(name, value)
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Content-Security-Policy", page_policy(self.frame_ancestors))
+        if self.frame_ancestors == "'none'":
+            self.set_header("X-Frame-Options", "DENY")  # for browsers without frame-ancestors
         self.finish(body)
 
     head = get

@@ -6,7 +6,7 @@ import logging
 
 from cameras.base import CameraError
 from cameras.feed import FrameFeed
-from handlers.common import BaseHandler
+from handlers.common import BaseHandler, answer_preflight, cors_headers
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,14 @@ class SnapshotHandler(BaseHandler):
             self.fail(503, f"Service Unavailable: {exc}")
             return
         self.set_header("Content-Type", "image/jpeg")
+        for name, value in cors_headers(self).items():
+            self.set_header(name, value)
         self.set_no_cache()
         self.set_header("X-Timestamp", f"{frame.timestamp:.6f}")
         self.set_header("Content-Disposition", 'inline; filename="snapshot.jpg"')
         self.finish(frame.jpeg)
 
     head = get
+
+    def options(self) -> None:
+        answer_preflight(self)
