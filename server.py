@@ -469,8 +469,9 @@ def make_feed(settings: Settings) -> FrameFeed:
     return make_feeds(replace(settings, cameras=(first,)))[first.name]
 
 
-#: Request line and headers together; a larger request gets 431/400 and is closed.
-MAX_HEADER_BYTES = 16 * 1024
+#: Request line and headers together; beyond this the connection is closed unanswered
+#: (the handlers answer 414 and 431 below it: see handlers/access.py).
+MAX_HEADER_BYTES = 64 * 1024
 #: No route takes a body; a small one (a client's habit) is read and ignored, a larger one refused.
 MAX_BODY_BYTES = 64 * 1024
 

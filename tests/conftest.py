@@ -125,7 +125,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             text = log_file.read_text(errors="replace")
-            found = re.search(r"on http://127\.0\.0\.1:(\d+)/", text)
+            found = re.search(r"on https?://127\.0\.0\.1:(\d+)/", text)
             if found:
                 self.port = int(found.group(1))
                 return self
