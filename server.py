@@ -110,8 +110,10 @@ def default_static_path() -> str:
 # -- command line -------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One clear line and status 2, no usage dump."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        """One clear line and status 2, no usage dump (control characters of the
+        offending value shown escaped, so the message stays one line)."""
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: error: {shown}\n")
 
 
 def _number(kind: type, low: float, high: float, what: str):

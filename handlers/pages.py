@@ -21,7 +21,9 @@ class StaticHandler(tornado.web.StaticFileHandler):
     """Scripts and styles of the pages; short errors, never a file listing."""
 
     def prepare(self) -> None:
-        check(self)
+        if check(self) and any("\x00" in arg for arg in self.path_args):
+            # A NUL byte can name no file (and would make the file system call raise).
+            self.send_error(404)
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")

@@ -227,6 +227,15 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         except ValueError:
             return False
 
+    def set_default_headers(self) -> None:
+        # Refusals (a bad handshake, another method) are short plain text, not
+        # HTML; Tornado drops the Content-Type from the 101 of an accepted upgrade.
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code} {self._reason}\n")
+
     def prepare(self) -> None:
         # Credentials first (a 401 instead of the upgrade), then room for one more stream.
         if check(self):
