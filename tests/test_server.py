@@ -137,3 +137,52 @@ def test_server_process_idles_the_camera_and_exits_cleanly(start_server, frames_
 def test_camera_environment_variable_selects_the_driver(start_server, frames_dir):
     proc = start_server("--source", str(frames_dir), env={"CAMERA": "files"})
     assert status(proc)["driver"] == "files"
+
+
+def test_sigterm_closes_every_viewer_and_exits_0_within_seconds(start_server, frames_dir):
+    import signal
+    import socket
+
+    from tests.mjpeg_client import StreamReader
+
+    proc = start_server("--camera", "files", "--source", str(frames_dir))
+    mjpeg = StreamReader(proc.port, "/stream.mjpg")
+    ws = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+    ws.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    mjpeg.wait_for(2, timeout_s=10)
+    started = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(5) == 0
+    took = time.monotonic() - started
+    assert took < 3, took
+    # The WebSocket got a close frame (1001, going away) before the connection ended.
+    data = b""
+    while chunk := ws.recv(65536):
+        data += chunk
+    ws.close()
+    assert b"\x88" in data and b"\x03\xe9" in data  # opcode 8, code 1001
+    mjpeg.close()
+    log = proc.log_text()
+    assert "shutting down" in log and "camera stopped" in log
+
+
+def test_two_signals_in_a_row_exit_promptly(start_server, tmp_path):
+    import signal
+    import socket
+
+    # An upstream that accepts and then says nothing keeps the relay camera's
+    # capture blocked in a read: the first signal starts a shutdown, the second ends it.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        proc = start_server("--camera", f"mjpeg:http://127.0.0.1:{port}/stream.mjpg")
+        reader = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+        reader.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader.recv(100)
+        proc.proc.send_signal(signal.SIGINT)
+        proc.proc.send_signal(signal.SIGTERM)
+        code = proc.proc.wait(5)
+        reader.close()
+    assert code in (0, 1)
