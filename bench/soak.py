@@ -93,6 +93,20 @@ def proc_figures(pid: int) -> dict:
     }
 
 
+def settled_figures(pid: int, timeout_s: float = 10.0) -> dict:
+    """``proc_figures`` once the descriptor and thread counts have stayed the same for a
+    second (connections still closing are not counted as kept)."""
+    deadline = time.monotonic() + timeout_s
+    figures = proc_figures(pid)
+    same = 0
+    while same < 5 and time.monotonic() < deadline:
+        time.sleep(0.2)  # sampling /proc with a deadline
+        now = proc_figures(pid)
+        same = same + 1 if (now["fds"], now["threads"]) == (figures["fds"], figures["threads"]) else 0
+        figures = now
+    return figures
+
+
 def status(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
         return json.load(response)
@@ -193,7 +207,7 @@ def run(cycles: int, threads: int, flap_s: float, seconds_limit: float) -> dict:
             for kind in KINDS:
                 visit(port, kind, "live")
             wait_idle(port)
-            before = proc_figures(proc.pid)
+            before = settled_figures(proc.pid)
             counts = {kind: 0 for kind in KINDS}
             failures = []
             lock = threading.Lock()
@@ -227,7 +241,7 @@ def run(cycles: int, threads: int, flap_s: float, seconds_limit: float) -> dict:
             elapsed = time.monotonic() - started
             flaky = status(port)["cameras"]["flaky"]
             wait_idle(port)
-            after = proc_figures(proc.pid)
+            after = settled_figures(proc.pid)
             # Streaming still works.
             still = visit(port, "mjpeg", "live") and visit(port, "ws", "live")
             text = log_path.read_text(errors="replace")

@@ -93,7 +93,19 @@ def port(http_server, http_port: int) -> int:
     return http_port
 
 
-# -- a real server process ----------------------------------------------------
+# -- the command line and a real server process ---------------------------------
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python server.py ARGS`` to completion, with a bare environment (plus ``env``)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
 class ServerProcess:
     """``python server.py ARGS`` on a loopback port; logs kept for inspection."""
 
@@ -132,6 +144,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{text}")
             time.sleep(0.05)  # polling the log file with a deadline
+        self.stop()  # never leave a process behind
         raise TimeoutError(f"server did not start within {timeout_s} s:\n{log_file.read_text()}")
 
     def stop(self, timeout_s: float = 10.0) -> int:

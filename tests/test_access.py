@@ -6,8 +6,6 @@ import base64
 import json
 import logging
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import tornado.websocket
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 import server
-from tests.conftest import ROOT
+from tests.conftest import run_cli
 
 USER, PASSWORD, TOKEN = "viewer", "s3cret:with:colons", "tok-0123456789abcdef"
 ALLOWED = "https://dash.example"
@@ -189,17 +187,6 @@ async def test_preflight(http_client, base_url):
 
 
 # -- the command line -----------------------------------------------------------------
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin"},
-    )
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

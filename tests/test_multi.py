@@ -12,8 +12,6 @@ import io
 import json
 import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,7 @@ import server
 from cameras.base import CameraConfig
 from cameras.config import CameraSpec
 from cameras.feed import FrameFeed
-from tests.conftest import COLOURS, ROOT, nearest_colour
+from tests.conftest import COLOURS, nearest_colour, run_cli
 from tests.fakes import jpeg
 from tests.mjpeg_client import open_stream, read_parts
 
@@ -118,17 +116,6 @@ def test_config_file_then_camera_options(tmp_path):
     ]
     settings = server.parse_settings([], env={"CAMSTREAM_CONFIG": str(path)})
     assert [s.name for s in settings.camera_specs()] == ["porch", "shed"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin"},
-    )
 
 
 @pytest.mark.parametrize(

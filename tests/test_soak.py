@@ -11,8 +11,8 @@ def test_soak_leaves_nothing_behind():
     assert report["cycles"] == 3000 and report["failed_visits"] == 0, report["failure_examples"]
     assert report["flaky_failures_logged"] >= 1  # the flaky camera did fail (and recover) meanwhile
     before, after = report["before"], report["after"]
-    assert after["fds"] == before["fds"], (before, after)
-    assert after["threads"] == before["threads"], (before, after)
+    assert after["fds"] <= before["fds"], (before, after)
+    assert after["threads"] <= before["threads"], (before, after)
     # The allocator keeps a few MB once touched (the same after 5000 or 15000 visits); a leak grows.
     assert report["rss_growth_kb"] < 10 * 1024, report
     assert report["streaming_after"]
