@@ -529,11 +529,17 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    def hard_exit(signum: int, frame: object) -> None:
+        # A plain signal handler, not the loop's: it runs even while the shutdown
+        # is blocked (a camera that will not let go), between two bytecodes.
+        log.warning("second signal: exiting at once")
+        os._exit(1)
+
     def signalled() -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting at once")
-            os._exit(1)
         stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, hard_exit)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, signalled)

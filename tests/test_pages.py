@@ -108,6 +108,18 @@ async def test_only_the_kiosk_may_be_framed_by_any_origin(http_client, base_url)
 
 
 @pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize("path", ["/", "/viewer", "/kiosk", "/cameras/"])
+async def test_pages_send_security_headers(http_client, base_url, path):
+    page = await http_client.fetch(base_url + path)
+    policy = page.headers["Content-Security-Policy"]
+    for directive in ("default-src 'none'", "script-src 'self'", "connect-src 'self'", "base-uri 'none'"):
+        assert directive in policy
+    assert "unsafe-inline" not in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.gen_test(timeout=20)
 async def test_index_links_to_the_viewer_and_the_kiosk(http_client, base_url):
     body = (await http_client.fetch(base_url + "/")).body.decode()
     assert 'href="viewer"' in body and 'href="kiosk"' in body

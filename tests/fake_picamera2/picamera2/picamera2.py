@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from enum import Enum
@@ -181,6 +182,8 @@ class Picamera2:
 
     def stop_recording(self) -> None:
         STATE.record("stop_recording")
+        # A test may make the release hang, as a wedged libcamera pipeline does.
+        time.sleep(float(os.environ.get("FAKE_PICAMERA2_STOP_DELAY_S", "0")))
         self.stop()
         self.stop_encoder()
 
