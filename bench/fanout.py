@@ -148,7 +148,7 @@ def start_server(frames: Path, logs: Path, idle_timeout: float = 5.0) -> Process
         [
             *(sys.executable, str(ROOT / "server.py"), "--port", str(port), "--camera", "files"),
             *("--source", str(frames), "--fps", "30", "--idle-timeout", str(idle_timeout)),
-            *("--log-level", "warning"),
+            *("--log-level", "warning", "--max-clients", "5000"),
         ],
         port,
         logs / f"server-{port}.log",
