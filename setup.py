@@ -27,7 +27,7 @@ setup(
     data_files=[
         ("share/camstream/static", [str(p) for p in sorted(Path("static").glob("*")) if p.is_file()])
     ],
-    install_requires=["tornado>=6.4,<7", "pillow>=10.1"],
+    install_requires=["tornado>=6.4,<7", "pillow>=10.1", "prometheus-client>=0.17"],
     extras_require={
         "opencv": ["opencv-python-headless>=4.8"],
         "bench": ["matplotlib>=3.7"],  # the plot of bench/fanout.py

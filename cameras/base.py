@@ -124,6 +124,9 @@ class ThreadedCamera(Camera):
         super().__init__(config)
         self._frame: Frame | None = None
         self._seq = 0
+        #: Live frames published, and failures (each CameraError of open or capture), ever.
+        self.frames_captured = 0
+        self.failures = 0
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._online = False
@@ -218,6 +221,7 @@ class ThreadedCamera(Camera):
     # -- the driver thread --------------------------------------------------
     def _publish(self, jpeg: bytes, width: int, height: int) -> None:
         self._seq += 1
+        self.frames_captured += 1
         now = time.monotonic()
         self._last_publish = now
         self._rate_count += 1
@@ -240,6 +244,7 @@ class ThreadedCamera(Camera):
                     opened = True
                 result = self.capture()
             except CameraError as exc:
+                self.failures += 1
                 if opened:
                     self._safe_close()
                     opened = False

@@ -127,6 +127,7 @@ class FrameFeed:
         self.frames_repeated = 0
         self.camera_starts = 0
         self.stalled_dropped = 0
+        self.bytes_sent = 0
 
     # -- subscribers --------------------------------------------------------
     @property
@@ -299,6 +300,7 @@ class FrameFeed:
                 self._drop(slot)
                 continue
             slot.pending_since = now
+            self.bytes_sent += len(data)
             slot.last_seq = seq
             behind.discard(slot)
             if repeat:
@@ -318,6 +320,14 @@ class FrameFeed:
         slot.sub.feed_closed()
 
     # -- reporting ----------------------------------------------------------
+    def viewers_by_kind(self) -> dict[str, int]:
+        """How many subscribers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached."""
+        kinds: dict[str, int] = {}
+        for sub in self._slots:
+            kind = getattr(sub, "kind", "other")
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return kinds
+
     def snapshot_failure(self, timeout_s: float) -> str:
         """Why no snapshot came within ``timeout_s``, for people."""
         error = self.camera.error

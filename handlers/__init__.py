@@ -12,6 +12,7 @@ from tornado.routing import PathMatches, Rule
 
 from cameras.feed import FrameFeed
 from handlers.common import NotFoundHandler
+from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
 from handlers.pages import PageHandler, RelativeRedirectHandler, StaticHandler
 from handlers.snapshot import SnapshotHandler
@@ -121,6 +122,7 @@ def routes(
     rules = [
         Rule(ActionMatches("/", "stream"), MjpegHandler, stream),
         Rule(ActionMatches("/", "snapshot"), SnapshotHandler, snapshot),
+        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
         Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
         Rule(
             PathMatches(r"/cameras/$"),

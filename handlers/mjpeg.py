@@ -75,6 +75,8 @@ def response_head(version: str, extra: dict[str, str] | None = None) -> bytes:
 class MjpegHandler(BaseHandler):
     """``GET`` streams frames until the client leaves; ``HEAD`` sends the headers only."""
 
+    kind = "mjpeg"
+
     def initialize(self, feed: FrameFeed) -> None:
         self.feed = feed
         self.repeat_stale = True

@@ -202,6 +202,8 @@ class WsHandler(tornado.websocket.WebSocketHandler):
     frame-rate cap in tests.
     """
 
+    kind = "ws"
+
     def initialize(
         self,
         feed: FrameFeed,
