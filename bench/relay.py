@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.basic import cpu_ns  # noqa: E402
+from bench.fanout import stop_process  # noqa: E402
 from tests.mjpeg_client import StreamReader  # noqa: E402
 
 log = logging.getLogger("bench.relay")
@@ -80,14 +80,8 @@ class Server:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc)
 
     @property
     def pid(self) -> int:

@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import re
-import signal
 import socket
 import socketserver
 import struct
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import free_port, make_frames  # noqa: E402
+from bench.fanout import free_port, make_frames, stop_process  # noqa: E402
 
 log = logging.getLogger("bench.soak")
 
@@ -265,13 +264,7 @@ def run(cycles: int, threads: int, flap_s: float, seconds_limit: float) -> dict:
             upstream.stopping.set()
             upstream.shutdown()
             upstream.server_close()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

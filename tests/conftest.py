@@ -94,6 +94,14 @@ def port(http_server, http_port: int) -> int:
 
 
 # -- the command line and a real server process ---------------------------------
+def assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    """The command exited 2 with one line on stderr that contains ``message``, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python server.py ARGS`` to completion, with a bare environment (plus ``env``)."""
     return subprocess.run(

@@ -13,7 +13,7 @@ import tornado.websocket
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 import server
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 USER, PASSWORD, TOKEN = "viewer", "s3cret:with:colons", "tok-0123456789abcdef"
 ALLOWED = "https://dash.example"
@@ -202,11 +202,7 @@ async def test_preflight(http_client, base_url):
     ],
 )
 def test_bad_access_options_exit_2_with_one_line(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(run_cli(*args), message)
 
 
 def test_secret_files_keep_the_secret_out_of_the_process_list(start_server, frames_dir, tmp_path):

@@ -28,7 +28,7 @@ import server
 from cameras.base import CameraConfig
 from cameras.config import CameraSpec
 from cameras.feed import FrameFeed
-from tests.conftest import COLOURS, nearest_colour, run_cli
+from tests.conftest import COLOURS, assert_one_line_error, nearest_colour, run_cli
 from tests.fakes import jpeg
 from tests.mjpeg_client import open_stream, read_parts
 
@@ -129,11 +129,7 @@ def test_config_file_then_camera_options(tmp_path):
     ],
 )
 def test_bad_cameras_exit_2_with_one_line(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(run_cli(*args), message)
 
 
 def test_a_bad_config_file_names_the_camera(tmp_path):

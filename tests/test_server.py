@@ -9,7 +9,7 @@ import time
 import pytest
 
 import server
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
 def test_defaults():
@@ -52,11 +52,7 @@ def test_environment_and_command_line():
     ],
 )
 def test_bad_values_exit_2_with_one_line(args, env, message):
-    result = run_cli(*args, env=env)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(run_cli(*args, env=env), message)
 
 
 def test_a_folder_without_jpegs(tmp_path):
