@@ -36,8 +36,7 @@ from cameras import DRIVERS, CameraConfig, CameraError, create_camera
 from cameras.config import CameraSpec, check_unique, load_config, parse_camera_arg
 from cameras.feed import FrameFeed
 from handlers.access import Access, redact
-from handlers.common import ClientLimit
-from handlers.ws import normalize_origin
+from handlers.common import ClientLimit, normalize_origin
 
 __version__ = "0.1.0"
 
@@ -426,7 +425,6 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         snapshot_timeout_s=settings.snapshot_timeout_s,
         version=__version__,
         started_at=time.monotonic(),
-        allow_origins=settings.allow_origins,
     )
     return tornado.web.Application(
         rules,

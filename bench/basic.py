@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fanout import stop_process  # noqa: E402
 from tests.mjpeg_client import StreamReader  # noqa: E402
 
 log = logging.getLogger("bench.basic")
@@ -116,11 +116,7 @@ def main() -> int:
         print(json.dumps(report, indent=2))  # noqa: T201 - the report is this script's output
         return 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.basic import cpu_ns  # noqa: E402
+from bench.fanout import stop_process  # noqa: E402
 
 log = logging.getLogger("bench.viewer")
 
@@ -112,11 +112,7 @@ def main() -> int:
                 )
                 browser.close()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
     ages = result["ages"]
     report = {

@@ -48,7 +48,6 @@ def _camera_rules(
     static_path: str,
     snapshot_timeout_s: float,
     status: dict[str, Any],
-    allow_origins: tuple[str, ...],
     cameras_link: str | None,
 ) -> list[Rule]:
     """The URLs of one camera under ``prefix`` (``""`` or ``/cameras/NAME``)."""
@@ -60,7 +59,7 @@ def _camera_rules(
         Rule(PathMatches(_paths(prefix, "/stream.mjpg", "/stream", "/video_feed")), MjpegHandler, stream),
         Rule(PathMatches(_paths(prefix, "/snapshot.jpg", "/snapshot")), SnapshotHandler, snapshot),
         Rule(PathMatches(_paths(prefix, "/status")), StatusHandler, {"feed": feed, **status}),
-        Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, {"feed": feed, "allow_origins": allow_origins}),
+        Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, {"feed": feed}),
         Rule(PathMatches(_paths(prefix, "/viewer")), PageHandler, _page(loader, "viewer.html", values)),
         # /kiosk may be framed by any origin (a dashboard's iframe); to restrict
         # it, change frame_ancestors here, e.g. "'self' https://dash.example".
@@ -96,7 +95,6 @@ def routes(
     snapshot_timeout_s: float,
     version: str,
     started_at: float,
-    allow_origins: tuple[str, ...] = (),
 ) -> list[Rule]:
     """Every URL the server answers, in one place.
 
@@ -114,7 +112,6 @@ def routes(
         "loader": loader,
         "static_path": static_path,
         "snapshot_timeout_s": snapshot_timeout_s,
-        "allow_origins": allow_origins,
     }
     stream = {"feed": first}
     snapshot = {"feed": first, "timeout_s": snapshot_timeout_s}

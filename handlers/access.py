@@ -31,6 +31,8 @@ from urllib.parse import quote
 from tornado.httputil import HTTPServerRequest
 from tornado.web import RequestHandler
 
+from handlers.plain import finish_plain
+
 REALM = "camstream"
 _TOKEN_IN_QUERY = re.compile(r"(^|[?&])token=[^&]*")
 
@@ -105,35 +107,23 @@ MAX_URL_BYTES = 8 * 1024
 MAX_HEADERS_BYTES = 16 * 1024
 
 
-def _refuse(handler: RequestHandler, status: int, text: str) -> None:
-    handler.clear()
-    handler.set_status(status)
-    handler.set_header("Content-Type", "text/plain; charset=utf-8")
-    handler.set_header("Cache-Control", "no-store")
-    handler.set_header("Connection", "close")
-    handler.finish(f"{status} {text}\n")
-
-
 def check(handler: RequestHandler) -> bool:
     """True if the request may go on; else finish it (414 or 431 for an oversized
     request, 401 without a valid credential) and return False.  Every handler
     calls this first."""
     request = handler.request
     if len(request.uri or "") > MAX_URL_BYTES:
-        _refuse(handler, 414, "URI Too Long")
+        finish_plain(handler, 414, "URI Too Long", {"Connection": "close"})
         return False
     if sum(len(k) + len(v) + 4 for k, v in request.headers.get_all()) > MAX_HEADERS_BYTES:
-        _refuse(handler, 431, "Request Header Fields Too Large")
+        finish_plain(handler, 431, "Request Header Fields Too Large", {"Connection": "close"})
         return False
     access: Access | None = handler.application.settings.get("access")
     if access is None or access.allows(handler.request):
         return True
     if handler.request.method == "OPTIONS":
         return True  # CORS preflights carry no credentials; they get headers only, never data
-    handler.clear()
-    handler.set_status(401)
-    handler.set_header("WWW-Authenticate", access.challenge())
-    handler.set_header("Content-Type", "text/plain; charset=utf-8")
-    handler.set_header("Cache-Control", "no-store")
-    handler.finish("401 Unauthorized: this camera needs credentials\n")
+    finish_plain(
+        handler, 401, "Unauthorized: this camera needs credentials", {"WWW-Authenticate": access.challenge()}
+    )
     return False

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import http
 import logging
 import math
 import time
+import urllib.parse
 from typing import Any
 
 import tornado.web
 
 from handlers.access import check
+from handlers.plain import finish_plain, write_short_error
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,48 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def fail(self, status: int, message: str) -> None:
         """Finish the request with ``status`` and a one-line plain-text body."""
-        self.clear()
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.set_no_cache()
-        self.finish(f"{status} {message}\n")
+        finish_plain(self, status, message)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        try:
-            phrase = http.HTTPStatus(status_code).phrase
-        except ValueError:
-            phrase = "Error"
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"{status_code} {phrase}\n")
+        write_short_error(self, status_code)
 
     def data_received(self, chunk: bytes) -> None:  # pragma: no cover - no streaming bodies
         pass
+
+
+def normalize_origin(text: str) -> str:
+    """``scheme://host[:port]`` in the form browsers send in ``Origin``.
+
+    Lower-case scheme and host, no default port, no trailing slash.  Raises
+    ValueError for anything that is not an http(s) origin (a path, a query,
+    user info, a missing host).
+    """
+    value = text.strip()
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an origin like https://example.com[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{text!r} is not an origin: no path, query or user info allowed")
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} has a bad port") from exc
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    default = 80 if scheme == "http" else 443
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def origin_allowed(handler: tornado.web.RequestHandler, origin: str) -> bool:
+    """Whether ``origin`` is one of the application's ``allow_origins`` (``--allow-origin``):
+    the one list for the WebSocket's cross-origin check and for CORS."""
+    allowed: frozenset[str] = handler.application.settings.get("allow_origins", frozenset())
+    try:
+        return bool(allowed) and normalize_origin(origin) in allowed
+    except ValueError:
+        return False
 
 
 def cors_headers(handler: tornado.web.RequestHandler) -> dict[str, str]:
@@ -59,15 +86,7 @@ def cors_headers(handler: tornado.web.RequestHandler) -> dict[str, str]:
     ``fetch()`` them (credentials included); no other origin gets any.
     """
     origin = handler.request.headers.get("Origin")
-    allowed: frozenset[str] = handler.application.settings.get("allow_origins", frozenset())
-    if not origin or not allowed:
-        return {}
-    from handlers.ws import normalize_origin  # the one definition of an origin's form
-
-    try:
-        if normalize_origin(origin) not in allowed:
-            return {}
-    except ValueError:
+    if not origin or not origin_allowed(handler, origin):
         return {}
     return {
         "Access-Control-Allow-Origin": origin,
@@ -82,9 +101,7 @@ def answer_preflight(handler: tornado.web.RequestHandler) -> None:
     CORS headers for an allowed origin, 403 for any other."""
     headers = cors_headers(handler)
     if not headers:
-        handler.set_status(403)
-        handler.set_header("Content-Type", "text/plain; charset=utf-8")
-        handler.finish("403 Forbidden: this origin may not read this camera\n")
+        finish_plain(handler, 403, "Forbidden: this origin may not read this camera")
         return
     for name, value in headers.items():
         handler.set_header(name, value)
@@ -120,12 +137,9 @@ def refuse_if_full(handler: tornado.web.RequestHandler) -> bool:
         log.warning(
             "refusing new streams: %d already (--max-clients); %d refused", limit.max_clients, limit.refused
         )
-    handler.clear()
-    handler.set_status(503)
-    handler.set_header("Retry-After", "10")
-    handler.set_header("Content-Type", "text/plain; charset=utf-8")
-    handler.set_header("Cache-Control", "no-store")
-    handler.finish("503 Service Unavailable: too many viewers, try again later\n")
+    finish_plain(
+        handler, 503, "Service Unavailable: too many viewers, try again later", {"Retry-After": "10"}
+    )
     return True
 
 

@@ -15,6 +15,7 @@ import tornado.web
 
 from handlers.access import Access, check
 from handlers.common import BaseHandler
+from handlers.plain import write_short_error
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -30,8 +31,7 @@ class StaticHandler(tornado.web.StaticFileHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
 
     def write_error(self, status_code: int, **kwargs: object) -> None:
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"{status_code} {self._reason}\n")
+        write_short_error(self, status_code)
 
 
 def page_policy(frame_ancestors: str) -> str:

@@ -65,8 +65,7 @@ import logging
 import math
 import re
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import tornado.websocket
@@ -75,8 +74,9 @@ from tornado.iostream import StreamClosedError
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
 from handlers.access import check
-from handlers.common import refuse_if_full
+from handlers.common import origin_allowed, refuse_if_full
 from handlers.fastwrite import write_now
+from handlers.plain import write_short_error
 
 log = logging.getLogger(__name__)
 
@@ -169,31 +169,6 @@ def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
     return None
 
 
-def normalize_origin(text: str) -> str:
-    """``scheme://host[:port]`` in the form browsers send in ``Origin``.
-
-    Lower-case scheme and host, no default port, no trailing slash.  Raises
-    ValueError for anything that is not an http(s) origin (a path, a query,
-    user info, a missing host).
-    """
-    value = text.strip()
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{text!r} is not an origin like https://example.com[:port]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"{text!r} is not an origin: no path, query or user info allowed")
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{text!r} has a bad port") from exc
-    host = parts.hostname
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    default = 80 if scheme == "http" else 443
-    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
-
-
 # -- the handler --------------------------------------------------------------
 class WsHandler(tornado.websocket.WebSocketHandler):
     """One WebSocket viewer; a :class:`~cameras.feed.Subscriber` of the feed.
@@ -207,11 +182,9 @@ class WsHandler(tornado.websocket.WebSocketHandler):
     def initialize(
         self,
         feed: FrameFeed,
-        allow_origins: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.feed = feed
-        self.allow_origins = frozenset(allow_origins)
         self.clock = clock
         self.encoder = ws_wire
         self.repeat_stale = True
@@ -224,10 +197,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
     # -- handshake ----------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
         """Called only for cross-origin requests: accept the configured origins."""
-        try:
-            return normalize_origin(origin) in self.allow_origins
-        except ValueError:
-            return False
+        return origin_allowed(self, origin)
 
     def set_default_headers(self) -> None:
         # Refusals (a bad handshake, another method) are short plain text, not
@@ -235,8 +205,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"{status_code} {self._reason}\n")
+        write_short_error(self, status_code)
 
     def prepare(self) -> None:
         # Credentials first (a 401 instead of the upgrade), then room for one more stream.

@@ -88,7 +88,6 @@ def test_eight_cameras_all_animate(eight_cameras, page):
     # One WebSocket per camera, each to that camera's own URL.
     assert sorted(ws_urls) == sorted(f"ws://127.0.0.1:{eight_cameras.port}/cameras/{n}/ws" for n in names)
     end = tiles(page)
-    assert all(t["framesDropped"] == 0 or t["framesDecoded"] > 0 for t in end.values())
     assert all(t["decodeErrors"] == 0 and t["drawErrors"] == 0 for t in end.values())
 
 

@@ -30,12 +30,12 @@ from tornado.testing import bind_unused_port
 import server
 from cameras.base import Frame
 from cameras.feed import FrameFeed
+from handlers.common import normalize_origin
 from handlers.ws import (
     MAX_CLIENT_MESSAGE_BYTES,
     WsHandler,
     binary_frame,
     frame_info,
-    normalize_origin,
     ws_message,
 )
 from tests.conftest import COLOURS, nearest_colour
