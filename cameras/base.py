@@ -11,6 +11,7 @@ import abc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class Camera(abc.ABC):
 
     #: Registry name of the driver, for logs and ``/status``.
     driver: str = "camera"
+    #: Called with each new live frame on the driver's thread (the recorder's
+    #: queue); it must not block.  None: nobody asks.
+    frame_sink: Callable[[Frame], None] | None = None
 
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
@@ -230,7 +234,10 @@ class ThreadedCamera(Camera):
             self._rate_start = now
             self._rate_count = 0
         # One reference assignment: readers see the old frame or the new one.
-        self._frame = Frame(jpeg, self._seq, time.time(), width, height)
+        frame = self._frame = Frame(jpeg, self._seq, time.time(), width, height)
+        sink = self.frame_sink
+        if sink is not None:
+            sink(frame)
 
     def _run(self, stop: threading.Event) -> None:
         interval_s = 1.0 / self.config.fps if self.config.fps > 0 else 0.0

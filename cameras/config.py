@@ -13,6 +13,10 @@ from the command line (or its default)::
     [cameras.porch]
     driver = "mjpeg"
     source = "http://user:secret@192.0.2.10/video.mjpg"
+    record = "/var/lib/camstream/recordings"   # or true (--record's folder), or false
+    record_segment = 300                       # seconds
+    record_max_size = "20G"
+    record_max_age = "7d"
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from cameras.base import CameraConfig, CameraError
+from cameras.recorder import RecordSettings, parse_age, parse_size
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _KEYS = {"driver", "source", "width", "height", "fps", "quality"}
+_RECORD_KEYS = {"record", "record_segment", "record_max_size", "record_max_age"}
+#: Shortest and longest segment, seconds.
+SEGMENT_LIMITS = (10.0, 86400.0)
 _LIMITS: dict[str, tuple[type, float, float]] = {
     "width": (int, 16, 8192),
     "height": (int, 16, 8192),
@@ -42,6 +50,8 @@ class CameraSpec:
     name: str
     driver: str
     config: CameraConfig
+    #: Where and how it records, or None.
+    record: RecordSettings | None = None
 
 
 def check_name(name: str) -> str:
@@ -54,7 +64,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def parse_camera_arg(text: str, defaults: CameraConfig, drivers: set[str]) -> CameraSpec:
+def parse_camera_arg(
+    text: str, defaults: CameraConfig, drivers: set[str], record: RecordSettings | None = None
+) -> CameraSpec:
     """One ``--camera`` value: ``DRIVER``, ``NAME=DRIVER`` or ``NAME=DRIVER:SOURCE``.
 
     The unnamed form is named after its driver.  A source given in the value
@@ -69,7 +81,7 @@ def parse_camera_arg(text: str, defaults: CameraConfig, drivers: set[str]) -> Ca
         raise CameraError(f"unknown camera {driver!r} (known: {', '.join(sorted(drivers))})")
     name = check_name(name.strip() or driver)
     config = replace(defaults, name=name, source=source if colon else defaults.source)
-    return CameraSpec(name, driver, config)
+    return CameraSpec(name, driver, config, record)
 
 
 def _number(camera: str, key: str, value: Any) -> float:
@@ -83,8 +95,45 @@ def _number(camera: str, key: str, value: Any) -> float:
     return kind(value)
 
 
-def load_config(path: str, defaults: CameraConfig, drivers: set[str]) -> list[CameraSpec]:
-    """The cameras of a TOML file, in file order; raises CameraError naming the problem."""
+def _record(camera: str, table: dict[str, Any], base: RecordSettings) -> RecordSettings | None:
+    """A camera's recording: its table's ``record*`` keys over ``base`` (the
+    command line's; ``directory`` empty when it does not record)."""
+    value = table.get("record", bool(base.directory))
+    if value is True:
+        if not base.directory:
+            raise CameraError(f'camera {camera!r}: record = true needs --record DIR (or record = "DIR")')
+        directory = base.directory
+    elif value is False:
+        directory = ""
+    elif isinstance(value, str) and value.strip():
+        directory = value
+    else:
+        raise CameraError(f"camera {camera!r}: record must be a folder, true or false")
+    segment_s = base.segment_s
+    if "record_segment" in table:
+        low, high = SEGMENT_LIMITS
+        segment_s = table["record_segment"]
+        number = isinstance(segment_s, int | float) and not isinstance(segment_s, bool)
+        if not number or not low <= segment_s <= high:
+            raise CameraError(f"camera {camera!r}: record_segment must be {low:g}-{high:g} seconds")
+    try:
+        max_bytes = parse_size(table["record_max_size"]) if "record_max_size" in table else base.max_bytes
+        max_age_s = parse_age(table["record_max_age"]) if "record_max_age" in table else base.max_age_s
+    except ValueError as exc:
+        raise CameraError(f"camera {camera!r}: {exc}") from None
+    if not directory:
+        return None
+    return RecordSettings(directory, float(segment_s), max_bytes, max_age_s)
+
+
+def load_config(
+    path: str, defaults: CameraConfig, drivers: set[str], record: RecordSettings | None = None
+) -> list[CameraSpec]:
+    """The cameras of a TOML file, in file order; raises CameraError naming the problem.
+
+    ``record`` is the command line's recording (its folder empty if none),
+    which each table may override."""
+    record = record or RecordSettings("")
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -99,7 +148,7 @@ def load_config(path: str, defaults: CameraConfig, drivers: set[str]) -> list[Ca
         check_name(name)
         if not isinstance(table, dict):
             raise CameraError(f"--config {path}: cameras.{name} must be a table")
-        unknown = set(table) - _KEYS
+        unknown = set(table) - _KEYS - _RECORD_KEYS
         if unknown:
             raise CameraError(f"camera {name!r}: unknown setting {sorted(unknown)[0]!r}")
         driver = table.get("driver", "")
@@ -112,7 +161,7 @@ def load_config(path: str, defaults: CameraConfig, drivers: set[str]) -> list[Ca
             raise CameraError(f"camera {name!r}: source must be a string")
         numbers = {key: _number(name, key, table[key]) for key in _LIMITS if key in table}
         config = replace(defaults, name=name, source=None if source is None else str(source), **numbers)
-        specs.append(CameraSpec(name, driver, config))
+        specs.append(CameraSpec(name, driver, config, _record(name, table, record)))
     return specs
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from cameras.base import Camera, CameraError, Frame
+from cameras.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class FrameFeed:
         idle_timeout_s: float = 10.0,
         repeat_after_s: float = 1.0,
         stall_timeout_s: float = 30.0,
+        recorder: Recorder | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.camera = camera
@@ -128,6 +130,9 @@ class FrameFeed:
         self.camera_starts = 0
         self.stalled_dropped = 0
         self.bytes_sent = 0
+        #: Records the camera once :meth:`start_recording` is called.
+        self.recorder = recorder
+        self._recording = False
 
     # -- subscribers --------------------------------------------------------
     @property
@@ -180,6 +185,22 @@ class FrameFeed:
                 waiter.cancel()
             self._maybe_idle()
 
+    # -- recording ----------------------------------------------------------
+    def start_recording(self) -> None:
+        """Record every live frame with the feed's recorder from now on, keeping
+        the camera running without viewers.  Raises OSError if its folder cannot
+        be used, CameraError if the camera cannot start."""
+        recorder = self.recorder
+        if self._closed:
+            raise CameraError("the server is shutting down")
+        if recorder is None or self._recording:
+            return
+        recorder.start()
+        self._recording = True
+        self.camera.frame_sink = recorder.put  # on the driver thread, whatever the IOLoop does
+        self._activate()
+        self._maybe_idle()  # no viewer: no polling, but the camera runs on
+
     # -- lifetime -----------------------------------------------------------
     def _activate(self) -> None:
         if self._idle_handle is not None:
@@ -199,6 +220,8 @@ class FrameFeed:
             return
         if self._timer is not None and self._timer.is_running():
             self._timer.stop()
+        if self._recording:
+            return  # the camera keeps running for the recording
         if self._idle_handle is not None:
             self._clock.cancel(self._idle_handle)
         if self.camera.running:
@@ -208,7 +231,7 @@ class FrameFeed:
 
     def _idle_stop(self) -> None:
         self._idle_handle = None
-        if self._slots or self._waiters:
+        if self._slots or self._waiters or self._recording:
             return
         log.info("%s: no viewer for %g s, stopping the camera", self.name, self.idle_timeout_s)
         self.camera.stop()
@@ -233,6 +256,10 @@ class FrameFeed:
                 waiter.set_exception(CameraError("the server is shutting down"))
         self._waiters.clear()
         self.camera.stop()
+        if self._recording and self.recorder is not None:
+            self._recording = False
+            self.camera.frame_sink = None
+            self.recorder.close()  # after the camera: every frame it made is written
 
     # -- the periodic callback ----------------------------------------------
     def tick(self) -> None:
@@ -359,6 +386,7 @@ class FrameFeed:
             "last_frame_age_s": round(time.time() - frame.timestamp, 3) if frame else None,
             "poll_interval_ms": round(self.interval_ms, 2),
             "idle_timeout_s": self.idle_timeout_s,
+            "recording": self.recorder.status() if self._recording and self.recorder else None,
         }
 
 

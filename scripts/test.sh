@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine (a virtualenv with
-# the Python packages, Debian's chromium for the browser tests), then runs the
+# the Python packages; Debian's chromium, ffmpeg and nginx), then runs the
 # linters and the whole test suite.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's chromium (browser tests), ffmpeg (a consumer of the stream, and the
+# check that recordings play) and nginx (the reverse-proxy tests).
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/ffmpeg ] && [ -x /usr/bin/ffprobe ] || missing="$missing ffmpeg"
+[ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+if [ -n "$missing" ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    echo "installing Debian's chromium for the browser tests" >&2
+    echo "installing Debian's$missing for the tests" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 
 python="${PYTHON:-python3}"
