@@ -34,7 +34,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _KEYS = {"driver", "source", "width", "height", "fps", "quality"}
 _RECORD_KEYS = {"record", "record_segment", "record_max_size", "record_max_age"}
 #: Shortest and longest segment, seconds.
-SEGMENT_LIMITS = (10.0, 86400.0)
+SEGMENT_LIMITS = (1.0, 86400.0)
 _LIMITS: dict[str, tuple[type, float, float]] = {
     "width": (int, 16, 8192),
     "height": (int, 16, 8192),

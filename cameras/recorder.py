@@ -279,6 +279,7 @@ class Recorder:
         segment_s = self.settings.segment_s
         self._segment_end = (math.floor(start / segment_s) + 1) * segment_s
         name = format_start(start)
+        self.folder.mkdir(parents=True, exist_ok=True)  # again, if someone removed it
         taken = {segment_name(p) for p in self.folder.iterdir()}
         base, n = name, 1
         while name in taken:

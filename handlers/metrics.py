@@ -25,7 +25,8 @@ VIEWER_KINDS = ("mjpeg", "ws")
 
 class FeedCollector(Collector):
     """Per camera: frames captured, sent, skipped, repeated; bytes sent; viewers by
-    kind; camera starts and failures; viewers dropped for stalling; online."""
+    kind; camera starts and failures; viewers dropped for stalling; online; and
+    for a recording camera, frames and bytes recorded, frames lost, segments."""
 
     def __init__(self, feeds: Mapping[str, FrameFeed]) -> None:
         self.feeds = feeds
@@ -47,7 +48,17 @@ class FeedCollector(Collector):
             "camstream_camera_online", "1 if the camera delivers frames.", labels=["camera"]
         )
         running = GaugeMetricFamily("camstream_camera_running", "1 if the camera is on.", labels=["camera"])
+        recorded = counter("frames_recorded", "Frames written to recordings.")
+        not_recorded = counter("frames_not_recorded", "Frames the recording lost (disk behind or failing).")
+        recorded_bytes = counter("bytes_recorded", "Bytes written to recordings.")
+        segments = counter("segments_recorded", "Recording segments finished.")
         for name, feed in self.feeds.items():
+            recorder = feed.recorder
+            if recorder is not None and recorder.running:
+                recorded.add_metric([name], recorder.frames_recorded)
+                not_recorded.add_metric([name], recorder.frames_dropped)
+                recorded_bytes.add_metric([name], recorder.bytes_written)
+                segments.add_metric([name], recorder.segments_finished)
             camera = feed.camera
             captured.add_metric([name], getattr(camera, "frames_captured", 0))
             sent.add_metric([name], feed.frames_sent)
@@ -63,7 +74,7 @@ class FeedCollector(Collector):
             online.add_metric([name], 1 if camera.online else 0)
             running.add_metric([name], 1 if camera.running else 0)
         yield from (captured, sent, skipped, repeated, sent_bytes, starts, failures, stalled)
-        yield from (viewers, online, running)
+        yield from (viewers, online, running, recorded, not_recorded, recorded_bytes, segments)
 
 
 def make_registry(feeds: Mapping[str, FrameFeed]) -> CollectorRegistry:
