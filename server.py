@@ -35,8 +35,10 @@ import handlers
 from cameras import DRIVERS, CameraConfig, CameraError, create_camera
 from cameras.config import CameraSpec, check_unique, load_config, parse_camera_arg
 from cameras.feed import FrameFeed
+from cameras.recorder import Recorder, RecordSettings, parse_age, parse_size
 from handlers.access import Access, redact
 from handlers.common import ClientLimit, normalize_origin
+from handlers.pages import clean_prefix
 
 __version__ = "0.1.0"
 
@@ -79,6 +81,11 @@ class Settings:
     #: Every camera of the server, in order (the first also answers at the short
     #: URLs); empty means the one camera of ``camera`` and ``source``.
     cameras: tuple[CameraSpec, ...] = ()
+    #: ``--record``: how every camera records unless its config says otherwise.
+    record: RecordSettings | None = None
+    #: Every URL under this path (``/webcam``, no trailing slash), for a reverse
+    #: proxy that passes the path unchanged; ``""``: at the root.
+    base_path: str = ""
 
     def camera_config(self) -> CameraConfig:
         """The size, rate and quality every camera gets unless it says otherwise."""
@@ -95,7 +102,7 @@ class Settings:
         """The cameras to run: ``cameras``, or the one of ``camera`` and ``source``."""
         if self.cameras:
             return self.cameras
-        return (CameraSpec(self.camera, self.camera, self.camera_config()),)
+        return (CameraSpec(self.camera, self.camera, self.camera_config(), self.record),)
 
 
 def default_static_path() -> str:
@@ -160,10 +167,41 @@ def _secret_file(check):
     return convert
 
 
+def _parsed(parse):
+    """An argparse type from a parser that raises ValueError with a message for people."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _folder(text: str) -> str:
+    if not text.strip() or any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError("give a folder")
+    return text
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
     return text.lower()
+
+
+def _base_path(text: str) -> str:
+    """``/webcam`` (a trailing slash dropped; ``""`` or ``/``: none)."""
+    if not text:
+        return ""
+    path = clean_prefix(text)
+    if path is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a URL path like /webcam: a leading slash, then letters, digits, "
+            "'-', '.', '_' or '~' between single slashes, no '.' or '..' segment"
+        )
+    return path
 
 
 def _origins(text: str) -> tuple[str, ...]:
@@ -242,6 +280,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_number(float, 1, 86400, "seconds, 1-86400"),
         default=env_default("stall-timeout", "30"),
         help="disconnect a viewer that has taken no bytes for this long (default 30)",
+    )
+    net.add_argument(
+        "--base-path",
+        metavar="PATH",
+        type=_base_path,
+        default=env_default("base-path", ""),
+        help="serve every URL under PATH (e.g. /webcam), for a reverse proxy that passes "
+        "the path unchanged; / then redirects to PATH/ (default: none, at the root)",
     )
     auth = parser.add_argument_group("access (default: anyone who can reach the port)")
     basic = auth.add_mutually_exclusive_group()
@@ -332,6 +378,36 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env_default("snapshot-timeout", "5"),
         help="how long a snapshot waits for a cold camera's first frame (default 5)",
     )
+    rec = parser.add_argument_group("recording (default: none)")
+    rec.add_argument(
+        "--record",
+        metavar="DIR",
+        type=_folder,
+        default=env_default("record", None),
+        help="record every camera (the JPEGs as they are, in Matroska segment files) "
+        "into DIR/NAME/, keeping the cameras running; a config file can set it per camera",
+    )
+    rec.add_argument(
+        "--record-segment",
+        metavar="SECONDS",
+        type=_number(float, 1, 86400, "seconds, 1-86400"),
+        default=env_default("record-segment", "300"),
+        help="length of a segment file; segments end on multiples of it (default 300)",
+    )
+    rec.add_argument(
+        "--record-max-size",
+        metavar="SIZE",
+        type=_parsed(parse_size),
+        default=env_default("record-max-size", None),
+        help="keep at most this much per camera (500M, 20G, 1T), deleting the oldest segments",
+    )
+    rec.add_argument(
+        "--record-max-age",
+        metavar="AGE",
+        type=_parsed(parse_age),
+        default=env_default("record-max-age", None),
+        help="delete segments older than this (90m, 36h, 7d, 2w)",
+    )
     other = parser.add_argument_group("other")
     other.add_argument(
         "--log-level",
@@ -343,16 +419,28 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _record_settings(args: argparse.Namespace) -> RecordSettings:
+    """The command line's recording (its folder empty when ``--record`` is not given)."""
+    return RecordSettings(
+        directory=args.record or "",
+        segment_s=args.record_segment,
+        max_bytes=args.record_max_size,
+        max_age_s=args.record_max_age,
+    )
+
+
 def _camera_specs(
     args: argparse.Namespace, env: Mapping[str, str], defaults: CameraConfig
 ) -> list[CameraSpec]:
     """The cameras of ``--config`` then of each ``--camera`` (else of $CAMERA, else emulated)."""
     drivers = set(DRIVERS)
-    specs = load_config(args.config, defaults, drivers) if args.config else []
+    base = _record_settings(args)
+    record = base if base.directory else None
+    specs = load_config(args.config, defaults, drivers, base) if args.config else []
     values = args.cameras
     if values is None and not specs:
         values = [env.get(ENV_PREFIX + "CAMERA") or env.get("CAMERA") or "emulated"]
-    specs += [parse_camera_arg(value, defaults, drivers) for value in values or ()]
+    specs += [parse_camera_arg(value, defaults, drivers, record) for value in values or ()]
     return check_unique(specs)
 
 
@@ -392,7 +480,9 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         certfile=args.certfile,
         keyfile=args.keyfile,
         max_clients=args.max_clients,
+        record=_record_settings(args) if args.record else None,
         stall_timeout_s=args.stall_timeout,
+        base_path=args.base_path,
     )
 
 
@@ -425,6 +515,7 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         snapshot_timeout_s=settings.snapshot_timeout_s,
         version=__version__,
         started_at=time.monotonic(),
+        base_path=settings.base_path,
     )
     return tornado.web.Application(
         rules,
@@ -455,6 +546,7 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
                 name=spec.name,
                 idle_timeout_s=settings.idle_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
+                recorder=Recorder(spec.name, spec.record, fps=spec.config.fps) if spec.record else None,
             )
     except CameraError:
         for feed in feeds.values():
@@ -513,6 +605,14 @@ async def serve(settings: Settings) -> None:
             for feed in feeds.values():
                 feed.close()
             _fail(f"--certfile {settings.certfile}: {getattr(exc, 'strerror', None) or exc}")
+    for name, feed in feeds.items():
+        try:
+            feed.start_recording()
+        except (OSError, CameraError) as exc:
+            for each in feeds.values():
+                each.close()
+            folder = feed.recorder.folder if feed.recorder else ""
+            _fail(f"camera {name!r}: cannot record in {folder}: {getattr(exc, 'strerror', None) or exc}")
     app = make_app(settings, feeds)
     server = HTTPServer(
         app,
@@ -550,7 +650,8 @@ async def serve(settings: Settings) -> None:
     seen = set()
     for sock in sockets:
         host, port = sock.getsockname()[:2]
-        url = f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
+        base = settings.base_path + "/"
+        url = f"{scheme}://[{host}]:{port}{base}" if ":" in host else f"{scheme}://{host}:{port}{base}"
         if url in seen:
             continue
         seen.add(url)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tornado.template
 from tornado.httputil import HTTPServerRequest
-from tornado.routing import PathMatches, Rule
+from tornado.routing import Matcher, PathMatches, Rule
 
 from cameras.feed import FrameFeed
 from handlers.common import NotFoundHandler
 from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
 from handlers.pages import PageHandler, RelativeRedirectHandler, StaticHandler
+from handlers.recordings import (
+    Archive,
+    PlayerPageHandler,
+    RecordingsJsonHandler,
+    RecordingsPageHandler,
+    SegmentFileHandler,
+    SegmentIndexHandler,
+)
 from handlers.snapshot import SnapshotHandler
 from handlers.status import StatusHandler
 from handlers.ws import WsHandler
@@ -33,6 +42,41 @@ class ActionMatches(PathMatches):
         if request.query_arguments.get("action", [None])[0] != self.action:
             return None
         return super().match(request)
+
+
+def _prefixed(matcher: Matcher, base_path: str) -> PathMatches:
+    """A copy of ``matcher`` (a PathMatches or subclass) that matches its paths under ``base_path``."""
+    if not isinstance(matcher, PathMatches):
+        raise TypeError(f"cannot put {matcher!r} under a base path: only path patterns can be")
+    moved = copy.copy(matcher)  # keeps what a subclass adds (ActionMatches' action)
+    # The same groups, in the same order: the handlers get the same arguments.
+    PathMatches.__init__(moved, re.escape(base_path) + "(?:" + matcher.regex.pattern.removeprefix("^") + ")")
+    return moved
+
+
+def under_base_path(rules: Sequence[Rule | tuple | list], base_path: str) -> list[Rule]:
+    """``rules`` answering under ``base_path`` (``--base-path``: ``"/webcam"``, no
+    trailing slash; ``""`` leaves them as they are), for a proxy that passes
+    the path unchanged.  ``/`` (with any query) and ``base_path`` itself redirect
+    to ``base_path/``; every other path outside is left to the 404 handler.
+    Applied to the whole table, so every rule moves, whoever added it.
+    """
+    if not base_path:
+        return [rule if isinstance(rule, Rule) else _rule(rule) for rule in rules]
+    moved = []
+    for rule in rules:
+        rule = rule if isinstance(rule, Rule) else _rule(rule)
+        moved.append(Rule(_prefixed(rule.matcher, base_path), rule.target, rule.target_kwargs, rule.name))
+    home = {"location": base_path + "/"}
+    moved.append(Rule(PathMatches(r"/$"), RelativeRedirectHandler, home))
+    moved.append(Rule(PathMatches(re.escape(base_path) + "$"), RelativeRedirectHandler, home))
+    return moved
+
+
+def _rule(spec: tuple | list) -> Rule:
+    """A ``(pattern, handler[, kwargs[, name]])`` tuple as Tornado's Application reads it."""
+    matcher = PathMatches(spec[0]) if isinstance(spec[0], str) else spec[0]
+    return Rule(matcher, *spec[1:])
 
 
 def _paths(prefix: str, *paths: str) -> str:
@@ -72,6 +116,37 @@ def _camera_rules(
     ]
 
 
+#: A segment's name in a URL (see cameras.recorder.SEGMENT_NAME).
+_SEGMENT = r"(\d{8}T\d{6}Z(?:-\d{1,4})?)"
+
+
+def _recording_rules(feeds: Mapping[str, FrameFeed], loader: tornado.template.Loader) -> list[Rule]:
+    """``/recordings/``: the list, its JSON, and per recorded camera each
+    segment's player, index and file."""
+    archive = Archive(feeds)
+    listing = _page(loader, "recordings.html", {}, False)
+    rules = [
+        Rule(PathMatches(r"/recordings$"), RelativeRedirectHandler, {"location": "recordings/"}),
+        Rule(PathMatches(r"/recordings/$"), RecordingsPageHandler, {"archive": archive, **listing}),
+        Rule(PathMatches(r"/recordings/index\.json$"), RecordingsJsonHandler, {"archive": archive}),
+    ]
+    for name, folder in archive.folders.items():
+        if folder is None:
+            continue
+        camera = "/recordings/(" + re.escape(name) + ")/"
+        player = _page(loader, "player.html", {}, True)
+        rules += [
+            Rule(PathMatches(camera + _SEGMENT + r"/?$"), PlayerPageHandler, {"archive": archive, **player}),
+            Rule(PathMatches(camera + _SEGMENT + r"\.json$"), SegmentIndexHandler, {"archive": archive}),
+            Rule(
+                PathMatches(re.escape(f"/recordings/{name}/") + "(" + _SEGMENT[1:-1] + r"\.mkv)$"),
+                SegmentFileHandler,
+                {"path": str(folder), "camera": name},
+            ),
+        ]
+    return rules
+
+
 def _page(
     loader: tornado.template.Loader,
     page: str,
@@ -95,8 +170,10 @@ def routes(
     snapshot_timeout_s: float,
     version: str,
     started_at: float,
+    base_path: str = "",
 ) -> list[Rule]:
-    """Every URL the server answers, in one place.
+    """Every URL the server answers, in one place; all of them under ``base_path``
+    if given (see :func:`under_base_path`).
 
     Each camera answers under ``/cameras/NAME/``; the first also at the short
     URLs (``/stream.mjpg``...).  ``/cameras/`` lists the cameras, and so does
@@ -135,6 +212,7 @@ def routes(
                 _page(loader, "cameras.html", {"cameras": names, "root": ""}, False),
             )
         )
+    rules += _recording_rules(feeds, loader)
     # The short URLs: the first camera, but /status covers every camera.
     rules += _camera_rules("", first, cameras_link=None, status={**status, "feeds": feeds}, **common)
     for name, feed in feeds.items():
@@ -144,4 +222,4 @@ def routes(
         )
         link = "../" if several else None
         rules += _camera_rules(prefix, feed, cameras_link=link, status=status, **common)
-    return rules
+    return under_base_path(rules, base_path)

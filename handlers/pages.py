@@ -4,10 +4,18 @@ Every URL in a page is relative, so the same page works at ``/``, at
 ``/cameras/NAME/`` and behind a proxy that strips a prefix.  The pages are
 Tornado templates (autoescaped): the camera's name goes in the title and
 the list page lists the cameras.
+
+A proxy that strips a prefix may say which in ``X-Forwarded-Prefix``: the page
+then carries ``<base href="PREFIX/DIR/">`` (``DIR``: the directory of the
+request's path), so its relative URLs resolve under the prefix even when the
+browser's URL lacks the trailing slash (a proxy mapping exactly ``/webcam`` to
+``/``).  Only a clean absolute path is taken (see :func:`clean_prefix`).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 import tornado.template
@@ -16,6 +24,27 @@ import tornado.web
 from handlers.access import Access, check
 from handlers.common import BaseHandler
 from handlers.plain import write_short_error
+
+log = logging.getLogger(__name__)
+
+#: The longest prefix taken (``X-Forwarded-Prefix``, ``--base-path``).
+MAX_PREFIX_CHARS = 200
+#: Segments of unreserved URL characters, none of them "." or "..", each after one slash.
+_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)*/?")
+
+
+def clean_prefix(text: str) -> str | None:
+    """``text`` without its trailing slash if it is a clean absolute URL path, else None.
+
+    Clean: starts with one ``/``, segments of letters, digits, ``-``, ``.``,
+    ``_`` and ``~`` separated by single slashes, no ``.`` or ``..`` segment,
+    at most :data:`MAX_PREFIX_CHARS` characters; so no scheme, host, query,
+    quote, percent-escape or ``//``.  ``"/"`` gives ``""`` (no prefix).
+    Pure function, any thread.
+    """
+    if len(text) > MAX_PREFIX_CHARS or not text.startswith("/") or not _PREFIX.fullmatch(text):
+        return None
+    return text.rstrip("/")
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -38,7 +67,7 @@ def page_policy(frame_ancestors: str) -> str:
     """The pages' Content-Security-Policy: nothing but this server's own files and sockets."""
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        f"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
+        f"connect-src 'self'; base-uri 'self'; form-action 'none'; frame-ancestors {frame_ancestors}"
     )
 
 
@@ -55,7 +84,9 @@ class PageHandler(BaseHandler):
     request for the page with a trailing slash (``/viewer/``) is redirected to
     ``../viewer``, a relative location, so the page's relative URLs
     (``static/...``, ``ws``) resolve as they should, also behind a proxy that
-    strips a prefix.
+    strips a prefix.  With a clean ``X-Forwarded-Prefix`` (a proxy that strips
+    that prefix) the page gets a ``<base href>`` under it (see the module's
+    docstring); the response varies on that header.
     """
 
     def initialize(
@@ -84,9 +115,10 @@ class PageHandler(BaseHandler):
     def get(self, *args: str) -> None:
         access: Access | None = self.application.settings.get("access")
         query = access.page_query(self.request) if access else ""
-        body = self.loader.load(self.page).generate(query=query, **self.values)
+        body = self.loader.load(self.page).generate(query=query, base=self.base_href(), **self.values)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
+        self.set_header("Vary", "X-Forwarded-Prefix")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Content-Security-Policy", page_policy(self.frame_ancestors))
@@ -95,6 +127,20 @@ class PageHandler(BaseHandler):
         self.finish(body)
 
     head = get
+
+    def base_href(self) -> str:
+        """The page's ``<base href>``: the ``X-Forwarded-Prefix`` followed by the
+        directory of the request's path (``/webcam`` and ``/viewer`` give
+        ``/webcam/``), or ``""`` without the header or when it is not a clean path."""
+        header = self.request.headers.get("X-Forwarded-Prefix")
+        if header is None:
+            return ""
+        prefix = clean_prefix(header.strip())
+        if prefix is None:
+            log.debug("X-Forwarded-Prefix %r ignored: not a clean absolute path", header[:80])
+            return ""
+        path = self.request.path
+        return prefix + path[: path.rfind("/") + 1]
 
 
 class RelativeRedirectHandler(BaseHandler):

@@ -1,9 +1,9 @@
 /*
  * frames.js: the WebSocket frame client shared by the canvas viewer and the kiosk.
  *
- * CamstreamFrames.FrameSocket connects to the server's "ws" URL (built from
- * location, relative to the page, so it works behind a proxy that strips a
- * prefix), decodes each binary message (one JPEG) with createImageBitmap and
+ * CamstreamFrames.FrameSocket connects to the server's "ws" URL (relative to
+ * the page's base URL, document.baseURI: the page's own URL, or the <base href>
+ * the server adds behind a proxy that strips a prefix), decodes each binary message (one JPEG) with createImageBitmap and
  * hands the bitmap to onFrame(bitmap, info), then closes it: onFrame must draw
  * it at once and not keep it.  Frames are never queued: while one decodes, a
  * newer one replaces the one waiting (counted in stats.framesDropped).
@@ -27,15 +27,16 @@
   /** The page's access token (?token=...), passed on to what the page opens; or null. */
   const pageToken = new URLSearchParams(global.location.search).get("token");
 
-  /** ``url`` (relative to the page) with the page's token added, if it has one. */
+  /** ``path`` (relative to the page's base URL) with the page's token added, if it has one. */
   function withToken(path) {
-    const url = new URL(path, global.location.href);
+    const url = new URL(path, global.document.baseURI);
     if (pageToken !== null) url.searchParams.set("token", pageToken);
     return url.href;
   }
 
+  /** The WebSocket URL of ``path`` (relative to the page's base URL), with the page's token. */
   function wsUrl(path) {
-    const url = new URL(path, global.location.href);
+    const url = new URL(path, global.document.baseURI);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.search = "";
     url.hash = "";
