@@ -214,8 +214,11 @@
   }
 
   function seekTo(ms) {
-    ended = false;
     setTime(ms);
+    // At the end is ended, playing or not (play then starts over): a slider dragged
+    // there fires input then change, and the second seek must not undo the first's end.
+    ended = originMs >= lengthMs;
+    if (ended) playing = false;
     const i = frameAt(originMs);
     prefetch(i);
     show(i);
