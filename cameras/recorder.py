@@ -128,7 +128,8 @@ def segment_name(path: Path) -> str | None:
 
 
 def camera_folder(settings: RecordSettings, camera: str) -> Path:
-    return Path(settings.directory) / camera
+    """Where ``camera``'s segments go (absolute: a relative folder is the working directory's)."""
+    return Path(settings.directory).absolute() / camera
 
 
 class Recorder:

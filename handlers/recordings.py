@@ -259,9 +259,9 @@ class SegmentFileHandler(tornado.web.StaticFileHandler):
     @classmethod
     def get_absolute_path(cls, root: str, path: str) -> str:
         """``SEGMENT.mkv``: the finished file, or else the part being written."""
-        finished = os.path.join(root, path)
+        finished = os.path.abspath(os.path.join(root, path))
         if not os.path.isfile(finished) and path.endswith(SUFFIX):
-            part = os.path.join(root, path[: -len(SUFFIX)] + PART_SUFFIX)
+            part = os.path.abspath(os.path.join(root, path[: -len(SUFFIX)] + PART_SUFFIX))
             if os.path.isfile(part):
                 return part
         return finished
