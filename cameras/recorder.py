@@ -43,23 +43,29 @@ SEGMENT_NAME = re.compile(r"^\d{8}T\d{6}Z(?:-\d{1,4})?$")
 SUFFIX = ".mkv"
 PART_SUFFIX = ".mkv.part"
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
-_SIZE_UNITS.update({"ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4})
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE_UNITS: dict[str, float] = {"": 1, "b": 1}
+for _i, _prefix in enumerate("kmgt", 1):
+    _SIZE_UNITS.update(
+        {_prefix: 1000**_i, _prefix + "b": 1000**_i, _prefix + "i": 1024**_i, _prefix + "ib": 1024**_i}
+    )
+_AGE_UNITS: dict[str, float] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _quantity(text: str | int | float, units: dict[str, float], unit_pattern: str, what: str) -> float:
+    """A number with an optional unit (``"1.5G"``, ``"36h"``), or a bare number; ValueError if not."""
+    if isinstance(text, bool):
+        raise ValueError(f"give {what}")
+    if isinstance(text, int | float):
+        return float(text)
+    match = re.fullmatch(rf"\s*(\d+(?:\.\d+)?)\s*({unit_pattern})?\s*", text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not {what}")
+    return float(match.group(1)) * units[match.group(2) or ""]
 
 
 def parse_size(text: str | int | float) -> int:
     """Bytes from ``"500M"``, ``"10G"``, ``"1.5T"``, ``"2GiB"`` or a number; ValueError if not."""
-    if isinstance(text, bool):
-        raise ValueError("give a size such as 500M or 20G")
-    if isinstance(text, int | float):
-        value, unit = float(text), ""
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", text.lower())
-        if not match:
-            raise ValueError(f"{text!r} is not a size (such as 500M or 20G)")
-        value, unit = float(match.group(1)), match.group(2) or ""
-    size = int(value * _SIZE_UNITS[unit])
+    size = int(_quantity(text, _SIZE_UNITS, r"[kmgt]i?b?|b", "a size (such as 500M or 20G)"))
     if size < 1_000_000:
         raise ValueError(f"{text!r} is too small: keep at least 1M")
     return size
@@ -67,16 +73,7 @@ def parse_size(text: str | int | float) -> int:
 
 def parse_age(text: str | int | float) -> float:
     """Seconds from ``"36h"``, ``"7d"``, ``"2w"``, ``"90m"`` or a number of seconds; ValueError if not."""
-    if isinstance(text, bool):
-        raise ValueError("give an age such as 36h or 7d")
-    if isinstance(text, int | float):
-        value, unit = float(text), ""
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])?\s*", text.lower())
-        if not match:
-            raise ValueError(f"{text!r} is not an age (such as 36h or 7d)")
-        value, unit = float(match.group(1)), match.group(2) or ""
-    age = value * _AGE_UNITS[unit]
+    age = _quantity(text, _AGE_UNITS, r"[smhdw]", "an age (such as 36h or 7d)")
     if not 60 <= age <= 100 * 365 * 86400:
         raise ValueError(f"{text!r} is out of range (1 minute to 100 years)")
     return age

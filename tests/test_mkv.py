@@ -4,9 +4,7 @@ survive being cut short."""
 from __future__ import annotations
 
 import io
-import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,47 +15,14 @@ from cameras import mkv
 from cameras.mkv import MkvError, MkvWriter, read_index, recover
 from tests.conftest import COLOURS, nearest_colour
 from tests.fakes import jpeg
+from tests.media import centre_colours, packet_times, probe, require_ffmpeg
 
 START = 1_795_000_000.25
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ffmpeg_present() -> None:
-    for tool in ("ffmpeg", "ffprobe"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run scripts/test.sh, which installs Debian's ffmpeg")
-
-
-def probe(path: Path, *entries: str) -> dict:
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", "-show_entries", ":".join(entries), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
-
-
-def packet_times(path: Path) -> list[float]:
-    packets = probe(path, "packet=pts_time")["packets"]
-    return [float(p["pts_time"]) for p in packets]
-
-
-def decode_all(path: Path, size: tuple[int, int]) -> list[tuple[int, int, int]]:
-    """Every frame ffmpeg decodes from ``path``, as its centre colour (no frame dropped or duplicated)."""
-    width, height = size
-    command = ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough"]
-    raw = subprocess.run(
-        [*command, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    frame_bytes = width * height * 3
-    assert len(raw) % frame_bytes == 0
-    centre = ((height // 2) * width + width // 2) * 3
-    return [tuple(raw[i + centre : i + centre + 3]) for i in range(0, len(raw), frame_bytes)]
+    require_ffmpeg()
 
 
 def write_file(path: Path, times_ms: list[int], size: tuple[int, int] = (64, 48)) -> list[bytes]:
@@ -79,7 +44,7 @@ def test_ffmpeg_plays_every_frame_at_its_time(tmp_path: Path) -> None:
     assert "matroska" in info["format"]["format_name"]
     assert float(info["format"]["duration"]) == pytest.approx(4.3, abs=0.01)  # last frame + 1/fps
     assert packet_times(path) == pytest.approx([t / 1000 for t in times], abs=0.0005)
-    colours = decode_all(path, (64, 48))
+    colours = centre_colours(path, (64, 48))
     assert [nearest_colour(c) for c in colours] == [i % len(COLOURS) for i in range(len(times))]
     # The bytes are the camera's JPEGs, untouched.
     index = read_index(path)
@@ -146,11 +111,11 @@ def test_a_file_cut_anywhere_is_recovered_to_its_complete_clusters(tmp_path: Pat
                 recover(part)
             continue
         # Playable as it is, before recovery...
-        assert len(decode_all(part, (64, 48))) >= kept
+        assert len(centre_colours(part, (64, 48))) >= kept
         index = recover(part)
         assert index.finished and index.frame_count == kept
         # ...and after: a finished file with its Duration, every frame decodes.
-        colours = decode_all(part, (64, 48))
+        colours = centre_colours(part, (64, 48))
         assert [nearest_colour(c) for c in colours] == [i % len(COLOURS) for i in range(kept)]
         info = probe(part, "format=duration")
         assert float(info["format"]["duration"]) == pytest.approx(kept / 10, abs=0.11)

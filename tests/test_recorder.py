@@ -3,11 +3,9 @@ with real files checked by ffprobe."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from cameras.recorder import (
 )
 from tests.conftest import COLOURS
 from tests.fakes import jpeg
+from tests.media import packet_times, require_ffmpeg
 
 #: A start a little after a multiple of 2 s (segments end on multiples of their length).
 T0 = 1_795_000_000.5
@@ -34,8 +33,7 @@ PICTURES = [jpeg(colour, (64, 48)) for colour in COLOURS]
 
 @pytest.fixture(scope="module", autouse=True)
 def ffprobe_present() -> None:
-    if shutil.which("ffprobe") is None:
-        pytest.fail("ffprobe is missing: run scripts/test.sh, which installs Debian's ffmpeg")
+    require_ffmpeg()
 
 
 def frames(start: float, count: int, fps: float = 10, size: tuple[int, int] = (64, 48)) -> list[Frame]:
@@ -52,17 +50,6 @@ def record(recorder: Recorder, items: list[Frame]) -> None:
     recorder.close()
 
 
-def probe_frames(path: Path) -> list[float]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", "-show_entries", "packet=pts_time", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return [float(p["pts_time"]) for p in json.loads(out)["packets"]]
-
-
 def test_segments_end_on_multiples_of_their_length(tmp_path: Path) -> None:
     recorder = Recorder("porch", RecordSettings(str(tmp_path), segment_s=2), fps=10)
     record(recorder, frames(T0, 50))  # 1795000000.5 to 1795000005.4
@@ -74,7 +61,7 @@ def test_segments_end_on_multiples_of_their_length(tmp_path: Path) -> None:
     ]
     counts = [15, 20, 15]
     for path, count in zip(files, counts, strict=True):
-        times = probe_frames(path)
+        times = packet_times(path)
         assert times == pytest.approx([i / 10 for i in range(count)], abs=0.0015)
     assert recorder.frames_recorded == 50
     assert recorder.segments_finished == 3
@@ -143,7 +130,7 @@ def test_a_part_left_by_a_crash_is_finished_at_start(
     record(recorder, frames(T0 + 10, 3))
     names = sorted(p.name for p in folder.iterdir())
     assert names == [format_start(T0) + ".mkv", format_start(T0 + 10) + ".mkv"]
-    assert probe_frames(folder / (format_start(T0) + ".mkv")) == pytest.approx([i / 10 for i in range(25)])
+    assert packet_times(folder / (format_start(T0) + ".mkv")) == pytest.approx([i / 10 for i in range(25)])
     text = caplog.text
     assert "left by a crash (25 frames, 2.5 s)" in text
     assert "deleting" in text and "no complete frame" in text
@@ -216,7 +203,7 @@ def test_a_write_error_is_logged_not_per_frame_and_recording_resumes(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert 1 <= len(errors) <= 3 and all("cannot record" in r.getMessage() for r in errors)
     files = sorted((tmp_path / "cam").iterdir())
-    assert files and probe_frames(files[-1])  # recording again, playable
+    assert files and packet_times(files[-1])  # recording again, playable
     caplog.clear()  # the ERROR was expected
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -18,15 +16,14 @@ from PIL import Image
 
 from cameras.mkv import read_index
 from tests.conftest import COLOURS, assert_one_line_error, nearest_colour, run_cli, write_colour_frames
+from tests.media import centre_colours, packet_times, require_ffmpeg
 
 FPS = 10
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ffmpeg_present() -> None:
-    for tool in ("ffmpeg", "ffprobe"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run scripts/test.sh, which installs Debian's ffmpeg")
+    require_ffmpeg()
 
 
 def recorder_args(frames: Path, folder: Path, *extra: str) -> list[str]:
@@ -67,28 +64,7 @@ def finished(folder: Path) -> list[Path]:
 
 def decoded_colours(path: Path, size: tuple[int, int] = (160, 120)) -> list[int]:
     """The colour index of every frame ffmpeg decodes from ``path``."""
-    width, height = size
-    command = ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough"]
-    raw = subprocess.run(
-        [*command, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    step = width * height * 3
-    centre = ((height // 2) * width + width // 2) * 3
-    return [nearest_colour(tuple(raw[i + centre : i + centre + 3])) for i in range(0, len(raw), step)]
-
-
-def packet_times(path: Path) -> list[float]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-of", "json", "-show_entries", "packet=pts_time", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return [float(p["pts_time"]) for p in json.loads(out)["packets"]]
+    return [nearest_colour(rgb) for rgb in centre_colours(path, size)]
 
 
 def assert_recorded_as_taken(path: Path) -> int:
