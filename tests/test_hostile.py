@@ -99,6 +99,11 @@ ROUTES = [
     "/cameras/files/snapshot.jpg",
     "/static/style.css",
     "/cameras/files/static/style.css",
+    "/recordings/",
+    "/recordings/index.json",
+    "/recordings/files/20260101T000000Z",
+    "/recordings/files/20260101T000000Z.mkv",
+    "/recordings/files/20260101T000000Z.json",
 ]
 
 TRAVERSALS = [
@@ -347,8 +352,11 @@ WS_CASES = [
 
 # -- the tests ------------------------------------------------------------------------
 @pytest.fixture
-def hostile_server(start_server, frames_dir):
-    return start_server("--camera", "files", "--source", str(frames_dir), "--max-clients", "50")
+def hostile_server(start_server, frames_dir, tmp_path):
+    recordings = str(tmp_path / "recordings")  # so that /recordings has files to guard
+    return start_server(
+        *("--camera", "files", "--source", str(frames_dir), "--max-clients", "50", "--record", recordings)
+    )
 
 
 def alive(port: int) -> bool:
