@@ -132,7 +132,6 @@ class FrameFeed:
         self.bytes_sent = 0
         #: Records the camera once :meth:`start_recording` is called.
         self.recorder = recorder
-        self._recording = False
 
     # -- subscribers --------------------------------------------------------
     @property
@@ -193,13 +192,17 @@ class FrameFeed:
         recorder = self.recorder
         if self._closed:
             raise CameraError("the server is shutting down")
-        if recorder is None or self._recording:
+        if recorder is None or recorder.running:
             return
         recorder.start()
-        self._recording = True
         self.camera.frame_sink = recorder.put  # on the driver thread, whatever the IOLoop does
         self._activate()
         self._maybe_idle()  # no viewer: no polling, but the camera runs on
+
+    @property
+    def recording(self) -> bool:
+        """True between :meth:`start_recording` and :meth:`close`."""
+        return self.recorder is not None and self.recorder.running
 
     # -- lifetime -----------------------------------------------------------
     def _activate(self) -> None:
@@ -220,7 +223,7 @@ class FrameFeed:
             return
         if self._timer is not None and self._timer.is_running():
             self._timer.stop()
-        if self._recording:
+        if self.recording:
             return  # the camera keeps running for the recording
         if self._idle_handle is not None:
             self._clock.cancel(self._idle_handle)
@@ -231,7 +234,7 @@ class FrameFeed:
 
     def _idle_stop(self) -> None:
         self._idle_handle = None
-        if self._slots or self._waiters or self._recording:
+        if self._slots or self._waiters or self.recording:
             return
         log.info("%s: no viewer for %g s, stopping the camera", self.name, self.idle_timeout_s)
         self.camera.stop()
@@ -256,8 +259,7 @@ class FrameFeed:
                 waiter.set_exception(CameraError("the server is shutting down"))
         self._waiters.clear()
         self.camera.stop()
-        if self._recording and self.recorder is not None:
-            self._recording = False
+        if self.recorder is not None and self.recorder.running:
             self.camera.frame_sink = None
             self.recorder.close()  # after the camera: every frame it made is written
 
@@ -386,7 +388,7 @@ class FrameFeed:
             "last_frame_age_s": round(time.time() - frame.timestamp, 3) if frame else None,
             "poll_interval_ms": round(self.interval_ms, 2),
             "idle_timeout_s": self.idle_timeout_s,
-            "recording": self.recorder.status() if self._recording and self.recorder else None,
+            "recording": self.recorder.status() if self.recorder and self.recorder.running else None,
         }
 
 

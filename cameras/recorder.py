@@ -39,7 +39,8 @@ from cameras.mkv import MkvError, MkvWriter, format_start, read_index, recover
 log = logging.getLogger(__name__)
 
 #: A segment's name (without ``.mkv``): its start, and a number if two start in one second.
-SEGMENT_NAME = re.compile(r"^\d{8}T\d{6}Z(?:-\d{1,4})?$")
+SEGMENT_PATTERN = r"\d{8}T\d{6}Z(?:-\d{1,4})?"
+SEGMENT_NAME = re.compile(f"^{SEGMENT_PATTERN}$")
 SUFFIX = ".mkv"
 PART_SUFFIX = ".mkv.part"
 
@@ -264,8 +265,7 @@ class Recorder:
             writer = self._open_segment(frame)
         before = writer.bytes_written
         writer.add(frame.jpeg, round((frame.timestamp - writer.start_time) * 1000))
-        if writer.bytes_written != before:
-            self.bytes_written += writer.bytes_written - before
+        self.bytes_written += writer.bytes_written - before  # grows when a Cluster is written
         self.frames_recorded += 1
         if self.error is not None:
             log.info("%s: recording again", self.camera)

@@ -12,6 +12,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.routing import Matcher, PathMatches, Rule
 
 from cameras.feed import FrameFeed
+from cameras.recorder import SEGMENT_PATTERN
 from handlers.common import NotFoundHandler
 from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
@@ -116,8 +117,8 @@ def _camera_rules(
     ]
 
 
-#: A segment's name in a URL (see cameras.recorder.SEGMENT_NAME).
-_SEGMENT = r"(\d{8}T\d{6}Z(?:-\d{1,4})?)"
+#: A segment's name in a URL, as a group.
+_SEGMENT = f"({SEGMENT_PATTERN})"
 
 
 def _recording_rules(feeds: Mapping[str, FrameFeed], loader: tornado.template.Loader) -> list[Rule]:
@@ -139,7 +140,7 @@ def _recording_rules(feeds: Mapping[str, FrameFeed], loader: tornado.template.Lo
             Rule(PathMatches(camera + _SEGMENT + r"/?$"), PlayerPageHandler, {"archive": archive, **player}),
             Rule(PathMatches(camera + _SEGMENT + r"\.json$"), SegmentIndexHandler, {"archive": archive}),
             Rule(
-                PathMatches(re.escape(f"/recordings/{name}/") + "(" + _SEGMENT[1:-1] + r"\.mkv)$"),
+                PathMatches(re.escape(f"/recordings/{name}/") + f"({SEGMENT_PATTERN}\\.mkv)$"),
                 SegmentFileHandler,
                 {"path": str(folder), "camera": name},
             ),

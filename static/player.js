@@ -98,7 +98,7 @@
     const last = Math.min(first + FRAMES_PER_CHUNK, index.t.length) - 1;
     const start = index.offset[first];
     const end = index.offset[last] + index.size[last]; // exclusive
-    entry = { start, buffer: null, failed: false };
+    entry = { start, buffer: null };
     entry.promise = fetch(fileUrl, { headers: { Range: `bytes=${start}-${end - 1}` } })
       .then((response) => {
         if (response.status !== 206 && response.status !== 200) {
@@ -112,8 +112,7 @@
         return entry;
       })
       .catch((err) => {
-        entry.failed = true;
-        chunks.delete(n);
+        chunks.delete(n); // fetched again when next asked for
         throw err;
       });
     chunks.set(n, entry);
