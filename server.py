@@ -35,10 +35,11 @@ import handlers
 from cameras import DRIVERS, CameraConfig, CameraError, create_camera
 from cameras.config import CameraSpec, check_unique, load_config, parse_camera_arg
 from cameras.feed import FrameFeed
-from cameras.recorder import Recorder, RecordSettings, parse_age, parse_size
 from handlers.access import Access, redact
-from handlers.common import ClientLimit, normalize_origin
+from handlers.cors import normalize_origin
+from handlers.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, ClientLimit
 from handlers.pages import clean_prefix
+from recording.recorder import Recorder, RecordSettings, parse_age, parse_size
 
 __version__ = "0.1.0"
 
@@ -64,7 +65,6 @@ class Settings:
     idle_timeout_s: float = 10.0
     snapshot_timeout_s: float = 5.0
     log_level: str = "info"
-    static_path: str = ""
     #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` besides the page's own.
     allow_origins: tuple[str, ...] = ()
     #: ``USER:PASSWORD`` for HTTP Basic authentication, or None.
@@ -105,12 +105,12 @@ class Settings:
         return (CameraSpec(self.camera, self.camera, self.camera_config(), self.record),)
 
 
-def default_static_path() -> str:
-    """``static/`` beside this file, or where ``pip install .`` put it."""
-    here = Path(__file__).resolve().parent / "static"
+def asset_path(folder: str) -> str:
+    """``static/`` or ``templates/`` beside this file, or where ``pip install .`` put it."""
+    here = Path(__file__).resolve().parent / folder
     if here.is_dir():
         return str(here)
-    return str(Path(sys.prefix) / "share" / "camstream" / "static")
+    return str(Path(sys.prefix) / "share" / "camstream" / folder)
 
 
 # -- command line -------------------------------------------------------------
@@ -473,7 +473,6 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         idle_timeout_s=args.idle_timeout,
         snapshot_timeout_s=args.snapshot_timeout,
         log_level=args.log_level,
-        static_path=default_static_path(),
         allow_origins=tuple(dict.fromkeys(args.allow_origins)),
         auth=args.auth,
         token=args.token,
@@ -511,7 +510,8 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         feeds = {feeds.name: feeds}
     rules = handlers.routes(
         feeds,
-        static_path=settings.static_path or default_static_path(),
+        static_path=asset_path("static"),
+        template_path=asset_path("templates"),
         snapshot_timeout_s=settings.snapshot_timeout_s,
         version=__version__,
         started_at=time.monotonic(),
@@ -559,13 +559,6 @@ def make_feed(settings: Settings) -> FrameFeed:
     """The feed of the first camera alone (a server of one camera)."""
     first = settings.camera_specs()[0]
     return make_feeds(replace(settings, cameras=(first,)))[first.name]
-
-
-#: Request line and headers together; beyond this the connection is closed unanswered
-#: (the handlers answer 414 and 431 below it: see handlers/access.py).
-MAX_HEADER_BYTES = 64 * 1024
-#: No route takes a body; a small one (a client's habit) is read and ignored, a larger one refused.
-MAX_BODY_BYTES = 64 * 1024
 
 
 def tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:

@@ -23,9 +23,10 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     py_modules=["server"],
-    packages=["handlers", "cameras"],
+    packages=["handlers", "cameras", "recording"],
     data_files=[
-        ("share/camstream/static", [str(p) for p in sorted(Path("static").glob("*")) if p.is_file()])
+        (f"share/camstream/{folder}", [str(p) for p in sorted(Path(folder).glob("*")) if p.is_file()])
+        for folder in ("static", "templates")
     ],
     install_requires=["tornado>=6.4,<7", "pillow>=10.1", "prometheus-client>=0.17"],
     extras_require={

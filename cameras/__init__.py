@@ -18,7 +18,7 @@ DRIVERS: dict[str, str] = {
     "files": "cameras.files:FilesCamera",
     "opencv": "cameras.opencv:OpenCVCamera",
     "picamera2": "cameras.picam:PiCamera",
-    "mjpeg": "cameras.mjpeg:MjpegCamera",
+    "mjpeg": "cameras.relay:RelayCamera",
 }
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cameras.base import CameraConfig, CameraError
-from cameras.recorder import RecordSettings, parse_age, parse_size
+from recording.recorder import RecordSettings, parse_age, parse_size
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _KEYS = {"driver", "source", "width", "height", "fps", "quality"}

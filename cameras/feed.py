@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from cameras.base import Camera, CameraError, Frame
-from cameras.recorder import Recorder
+from recording.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cameras.base import CameraConfig, CameraError, ThreadedCamera
-from cameras.mjpeg import jpeg_size
+from cameras.jpeg import jpeg_size
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.routing import Matcher, PathMatches, Rule
 
 from cameras.feed import FrameFeed
-from cameras.recorder import SEGMENT_PATTERN
-from handlers.common import NotFoundHandler
+from handlers.base import NotFoundHandler
 from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
 from handlers.pages import PageHandler, RelativeRedirectHandler, StaticHandler
@@ -28,6 +27,7 @@ from handlers.recordings import (
 from handlers.snapshot import SnapshotHandler
 from handlers.status import StatusHandler
 from handlers.ws import WsHandler
+from recording.recorder import SEGMENT_PATTERN
 
 __all__ = ["NotFoundHandler", "routes"]
 
@@ -168,6 +168,7 @@ def routes(
     feeds: Mapping[str, FrameFeed],
     *,
     static_path: str,
+    template_path: str,
     snapshot_timeout_s: float,
     version: str,
     started_at: float,
@@ -182,7 +183,7 @@ def routes(
     """
     if not feeds:
         raise ValueError("a server needs at least one camera")
-    loader = tornado.template.Loader(static_path, autoescape="xhtml_escape")
+    loader = tornado.template.Loader(template_path, autoescape="xhtml_escape")
     first = next(iter(feeds.values()))
     several = len(feeds) > 1
     status = {"version": version, "started_at": started_at}

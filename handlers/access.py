@@ -99,25 +99,9 @@ def redact(uri: str) -> str:
     return _TOKEN_IN_QUERY.sub(r"\1token=***", uri)
 
 
-#: Longest URL (path and query) accepted; longer ones get 414.
-MAX_URL_BYTES = 8 * 1024
-#: Most bytes of request headers accepted; more get 431.  (Beyond the HTTP
-#: server's own cap, ``MAX_HEADER_BYTES`` in ``server.py``, the connection is
-#: closed before any handler runs.)
-MAX_HEADERS_BYTES = 16 * 1024
-
-
 def check(handler: RequestHandler) -> bool:
-    """True if the request may go on; else finish it (414 or 431 for an oversized
-    request, 401 without a valid credential) and return False.  Every handler
-    calls this first."""
-    request = handler.request
-    if len(request.uri or "") > MAX_URL_BYTES:
-        finish_plain(handler, 414, "URI Too Long", {"Connection": "close"})
-        return False
-    if sum(len(k) + len(v) + 4 for k, v in request.headers.get_all()) > MAX_HEADERS_BYTES:
-        finish_plain(handler, 431, "Request Header Fields Too Large", {"Connection": "close"})
-        return False
+    """True if the request carries a valid credential (or none is configured), or
+    is a CORS preflight; else finish it with 401 and return False."""
     access: Access | None = handler.application.settings.get("access")
     if access is None or access.allows(handler.request):
         return True

@@ -18,7 +18,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from cameras.feed import FrameFeed
-from handlers.common import BaseHandler
+from handlers.base import BaseHandler
 
 VIEWER_KINDS = ("mjpeg", "ws")
 

@@ -28,8 +28,10 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
-from handlers.common import NO_CACHE, BaseHandler, answer_preflight, cors_headers, refuse_if_full
+from handlers.base import NO_CACHE, BaseHandler
+from handlers.cors import answer_preflight, cors_headers
 from handlers.fastwrite import write_now
+from handlers.limits import refuse_if_full
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The HTML pages and their scripts and styles, from ``static/``.
+"""The HTML pages (Tornado templates from ``templates/``) and their scripts and
+styles (files from ``static/``).
 
 Every URL in a page is relative, so the same page works at ``/``, at
 ``/cameras/NAME/`` and behind a proxy that strips a prefix.  The pages are
@@ -21,8 +22,8 @@ from typing import Any
 import tornado.template
 import tornado.web
 
-from handlers.access import Access, check
-from handlers.common import BaseHandler
+from handlers.access import Access
+from handlers.base import BaseHandler, admit
 from handlers.plain import write_short_error
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class StaticHandler(tornado.web.StaticFileHandler):
     """Scripts and styles of the pages; short errors, never a file listing."""
 
     def prepare(self) -> None:
-        if check(self) and any("\x00" in arg for arg in self.path_args):
+        if admit(self) and any("\x00" in arg for arg in self.path_args):
             # A NUL byte can name no file (and would make the file system call raise).
             self.send_error(404)
 
@@ -72,7 +73,7 @@ def page_policy(frame_ancestors: str) -> str:
 
 
 class PageHandler(BaseHandler):
-    """One page of the static folder (``page=`` in the URL table), rendered with ``values``.
+    """One page of the templates folder (``page=`` in the URL table), rendered with ``values``.
 
     Every page is sent with a ``Content-Security-Policy`` that allows only
     this server's own scripts, styles, pictures and sockets, with
@@ -104,7 +105,7 @@ class PageHandler(BaseHandler):
         self.slash_redirect = slash_redirect
 
     def prepare(self) -> None:
-        if not check(self):
+        if not admit(self):
             return
         path = self.request.path
         if self.slash_redirect and path.endswith("/"):

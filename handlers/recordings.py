@@ -29,12 +29,11 @@ from typing import Any
 import tornado.web
 
 from cameras.feed import FrameFeed
-from cameras.mkv import MkvError, SegmentIndex, read_index
-from cameras.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, describe, list_segments
-from handlers.access import check
-from handlers.common import BaseHandler
+from handlers.base import BaseHandler, admit
 from handlers.pages import PageHandler
 from handlers.plain import write_short_error
+from recording.mkv import MkvError, SegmentIndex, read_index
+from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, describe, list_segments
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +253,7 @@ class SegmentFileHandler(tornado.web.StaticFileHandler):
         self.camera = camera
 
     def prepare(self) -> None:
-        check(self)
+        admit(self)
 
     @classmethod
     def get_absolute_path(cls, root: str, path: str) -> str:

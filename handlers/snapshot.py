@@ -6,7 +6,8 @@ import logging
 
 from cameras.base import CameraError
 from cameras.feed import FrameFeed
-from handlers.common import BaseHandler, answer_preflight, cors_headers
+from handlers.base import BaseHandler
+from handlers.cors import answer_preflight, cors_headers
 
 log = logging.getLogger(__name__)
 

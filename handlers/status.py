@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 
 from cameras.feed import FrameFeed
-from handlers.common import BaseHandler
+from handlers.base import BaseHandler
 
 
 class StatusHandler(BaseHandler):

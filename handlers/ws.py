@@ -73,9 +73,11 @@ from tornado.iostream import StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone
-from handlers.access import check
-from handlers.common import origin_allowed, refuse_if_full
+from cameras.jpeg import first_comment, insert_comment
+from handlers.base import admit
+from handlers.cors import origin_allowed
 from handlers.fastwrite import write_now
+from handlers.limits import refuse_if_full
 from handlers.plain import write_short_error
 
 log = logging.getLogger(__name__)
@@ -96,18 +98,6 @@ _COMMENT_RE = re.compile(rb"camstream seq=(\d+) t=([0-9.]+)")
 
 
 # -- the wire format ----------------------------------------------------------
-def _header_end(jpeg: bytes) -> int:
-    """Offset just after SOI and any APPn segments: where a COM segment may go."""
-    pos = 2
-    size = len(jpeg)
-    while pos + 4 <= size and jpeg[pos] == 0xFF and 0xE0 <= jpeg[pos + 1] <= 0xEF:
-        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
-        if length < 2 or pos + 2 + length > size:
-            break
-        pos += 2 + length
-    return pos
-
-
 def ws_message(frame: Frame) -> bytes:
     """The binary message for ``frame``: its JPEG with a ``camstream`` COM segment.
 
@@ -115,13 +105,8 @@ def ws_message(frame: Frame) -> bytes:
     it between WebSocket clients).  Data without a JPEG SOI marker is
     returned unchanged.
     """
-    jpeg = frame.jpeg
-    if not jpeg.startswith(b"\xff\xd8"):
-        return jpeg
     text = b"%sseq=%d t=%.6f" % (_COMMENT_PREFIX, frame.seq, frame.timestamp)
-    segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
-    at = _header_end(jpeg)
-    return b"".join((jpeg[:at], segment, jpeg[at:]))
+    return insert_comment(frame.jpeg, text)
 
 
 def binary_frame(payload: bytes) -> bytes:
@@ -147,26 +132,14 @@ def ws_wire(frame: Frame) -> bytes:
 def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
     """Undo :func:`ws_message`: ``(original jpeg, seq, timestamp)``, or None if
     the message carries no ``camstream`` comment.  For tests and Python clients."""
-    pos = 2
-    size = len(message)
-    if not message.startswith(b"\xff\xd8"):
+    found = first_comment(message)
+    if found is None:
         return None
-    while pos + 4 <= size and message[pos] == 0xFF:
-        marker = message[pos + 1]
-        length = int.from_bytes(message[pos + 2 : pos + 4], "big")
-        if marker == 0xFE:
-            found = _COMMENT_RE.fullmatch(message[pos + 4 : pos + 2 + length])
-            if found is None:
-                return None
-            return (
-                message[:pos] + message[pos + 2 + length :],
-                int(found.group(1)),
-                float(found.group(2)),
-            )
-        if not 0xE0 <= marker <= 0xEF:
-            return None
-        pos += 2 + length
-    return None
+    text, start, end = found
+    match = _COMMENT_RE.fullmatch(text)
+    if match is None:
+        return None
+    return message[:start] + message[end:], int(match.group(1)), float(match.group(2))
 
 
 # -- the handler --------------------------------------------------------------
@@ -209,7 +182,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
 
     def prepare(self) -> None:
         # Credentials first (a 401 instead of the upgrade), then room for one more stream.
-        if check(self):
+        if admit(self):
             refuse_if_full(self)
 
     def get_compression_options(self) -> None:

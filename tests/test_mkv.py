@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cameras import mkv
-from cameras.mkv import MkvError, MkvWriter, read_index, recover
+from recording import mkv
+from recording.mkv import MkvError, MkvWriter, read_index, recover
 from tests.conftest import COLOURS, nearest_colour
 from tests.fakes import jpeg
 from tests.media import centre_colours, packet_times, probe, require_ffmpeg

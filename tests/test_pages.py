@@ -142,7 +142,8 @@ async def test_index_links_to_the_viewer_and_the_kiosk(http_client, base_url):
 def test_pages_use_relative_urls_only(name):
     # Behind a reverse proxy that strips a prefix (/cam/ -> /), an absolute
     # URL would leave the prefix; every URL must be relative to the page.
-    text = (Path(server.default_static_path()) / name).read_text()
+    folder = "templates" if name.endswith(".html") else "static"
+    text = (Path(server.asset_path(folder)) / name).read_text()
     absolute = re.findall(r"""(?:src|href)="/[^"]*"|["'`]/(?:ws|static|stream|status|snapshot)\b""", text)
     assert absolute == []
     assert "ws://" not in text and "http://" not in text.replace("http://this-server/", "")

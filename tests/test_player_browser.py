@@ -3,7 +3,7 @@ Chromium, against real server processes that record the files camera.
 
 The files camera cycles through six solid colours at 10 fps, so every frame of
 a segment has a colour of its own.  The tests decode the segment files
-themselves (:func:`cameras.mkv.read_index` and Pillow) to know the colour of
+themselves (:func:`recording.mkv.read_index` and Pillow) to know the colour of
 each frame, and compare it with the pixel at the centre of the player's canvas.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cameras.mkv import read_index
+from recording.mkv import read_index
 from tests.conftest import ServerProcess, nearest_colour, write_colour_frames
 
 FPS = 10

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cameras.base import Frame
-from cameras.mkv import MkvWriter, format_start, read_index
-from cameras.recorder import (
+from recording.mkv import MkvWriter, format_start, read_index
+from recording.recorder import (
     PART_SUFFIX,
     Recorder,
     RecordSettings,

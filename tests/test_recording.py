@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cameras.mkv import read_index
+from recording.mkv import read_index
 from tests.conftest import COLOURS, assert_one_line_error, nearest_colour, run_cli, write_colour_frames
 from tests.media import centre_colours, packet_times, require_ffmpeg
 

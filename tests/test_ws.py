@@ -30,7 +30,7 @@ from tornado.testing import bind_unused_port
 import server
 from cameras.base import Frame
 from cameras.feed import FrameFeed
-from handlers.common import normalize_origin
+from handlers.cors import normalize_origin
 from handlers.ws import (
     MAX_CLIENT_MESSAGE_BYTES,
     WsHandler,

@@ -4,7 +4,7 @@
 existing MJPEG stream (an IP camera, mjpg-streamer, another instance of this
 server) and serves its JPEGs byte for byte: nothing is decoded or re-encoded,
 so relaying costs little more than copying bytes.  The picture size comes from
-each JPEG's start-of-frame header (:func:`jpeg_size`), not from decoding.
+each JPEG's start-of-frame header (:func:`cameras.jpeg.jpeg_size`), not from decoding.
 
 The stream is a ``multipart/x-mixed-replace`` response.  :class:`MultipartParser`
 splits it into parts by ``Content-Length`` when a part has one and by the
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from cameras.base import CameraConfig, CameraError, ThreadedCamera
+from cameras.jpeg import SOI, jpeg_size
 
 log = logging.getLogger(__name__)
 
@@ -37,47 +38,6 @@ log = logging.getLogger(__name__)
 MAX_PART_BYTES = 16 * 1024 * 1024
 #: Largest header block of one part, bytes.
 MAX_HEADER_BYTES = 16 * 1024
-
-_SOI = b"\xff\xd8"
-#: Start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC) carry the picture size.
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-#: Markers without a length field.
-_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD9)})
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from a JPEG's start-of-frame header, or None.
-
-    Walks the marker segments up to the first SOF marker without decoding any
-    picture data (microseconds per frame).  None for data that is not a JPEG,
-    is cut short before its SOF, or declares a zero size.  Any thread; pure.
-    """
-    if not data.startswith(_SOI):
-        return None
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker in _STANDALONE_MARKERS:
-            pos += 2
-            continue
-        if marker == 0xDA:  # start of scan: no SOF before the picture data
-            return None
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        if length < 2:
-            return None
-        if marker in _SOF_MARKERS:
-            if pos + 9 > end:
-                return None
-            height = (data[pos + 5] << 8) | data[pos + 6]
-            width = (data[pos + 7] << 8) | data[pos + 8]
-            return (width, height) if width and height else None
-        pos += 2 + length
-    return None
 
 
 # -- the multipart parser -----------------------------------------------------
@@ -185,7 +145,7 @@ class MultipartParser:
 
     def _read_headers(self) -> bool:
         buf = self._buf
-        if buf.startswith(_SOI):  # no header block at all: the JPEG follows the boundary
+        if buf.startswith(SOI):  # no header block at all: the JPEG follows the boundary
             return self._begin_body({})
         headers: dict[str, str] = {}
         pos = 0
@@ -317,7 +277,7 @@ def parse_source(source: str | None) -> Upstream:
 
 
 # -- the camera -------------------------------------------------------------------
-class MjpegCamera(ThreadedCamera):
+class RelayCamera(ThreadedCamera):
     """Republishes the JPEGs of an MJPEG-over-HTTP stream, byte for byte.
 
     ``open``, ``capture`` and ``close`` run on the driver thread and block on

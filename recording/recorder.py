@@ -3,14 +3,14 @@
 A :class:`Recorder` belongs to one camera.  The feed hands it each new live
 frame on the IOLoop thread (:meth:`Recorder.put`, which never blocks: a
 bounded queue, the oldest frame dropped and counted if the disk falls
-behind); a thread of its own writes them with :class:`cameras.mkv.MkvWriter`.
+behind); a thread of its own writes them with :class:`recording.mkv.MkvWriter`.
 
 Files go in ``DIRECTORY/CAMERA/``, one per segment, named after the UTC time
 of their first frame (``20261121T213000Z.mkv``).  Segments end on multiples
 of ``segment_s`` of the wall clock (every 5 minutes on the 5 minutes, say),
 and when the picture's size changes.  The segment being written is named
 ``*.mkv.part``; it is renamed when finished.  A part left by a crash is
-finished on the next start (see :func:`cameras.mkv.recover`), so a crash or a
+finished on the next start (see :func:`recording.mkv.recover`), so a crash or a
 power cut loses at most the last second or so of what was written, and the
 part is synced to disk every ``sync_interval_s``.
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cameras.base import Frame
-from cameras.mkv import MkvError, MkvWriter, format_start, read_index, recover
+from recording.mkv import MkvError, MkvWriter, format_start, read_index, recover
 
 log = logging.getLogger(__name__)
 

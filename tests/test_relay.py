@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from cameras import CameraConfig, CameraError, create_camera
-from cameras.mjpeg import MjpegCamera, MultipartParser, Part, jpeg_size, parse_source
+from cameras.jpeg import jpeg_size
+from cameras.relay import MultipartParser, Part, RelayCamera, parse_source
 from tests.camera_polling import live_frames, wait_for
 from tests.conftest import ROOT
 from tests.fakes import jpeg
@@ -293,12 +294,12 @@ def scripted() -> Iterator[Callable[..., ScriptedUpstream]]:
 
 
 @pytest.fixture
-def cameras() -> Iterator[Callable[..., MjpegCamera]]:
+def cameras() -> Iterator[Callable[..., RelayCamera]]:
     """``cameras(source, **attributes)`` builds a started camera, stopped after the test."""
-    made: list[MjpegCamera] = []
+    made: list[RelayCamera] = []
 
-    def make(source: str, **attributes: float) -> MjpegCamera:
-        camera = MjpegCamera(CameraConfig(name="relay", source=source))
+    def make(source: str, **attributes: float) -> RelayCamera:
+        camera = RelayCamera(CameraConfig(name="relay", source=source))
         for name, value in attributes.items():
             setattr(camera, name, value)
         made.append(camera)

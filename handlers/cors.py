@@ -1,47 +1,17 @@
-"""What every handler shares: short plain-text errors and no-cache headers."""
+"""Other origins: which may open the WebSocket and ``fetch()`` streams and snapshots.
+
+Same origin only by default; ``--allow-origin`` adds origins, kept in the
+application's settings (``"allow_origins"``) and read here by the WebSocket's
+origin check and by the CORS headers of streams and snapshots alike.
+"""
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 import urllib.parse
-from typing import Any
 
 import tornado.web
 
-from handlers.access import check
-from handlers.plain import finish_plain, write_short_error
-
-log = logging.getLogger(__name__)
-
-NO_CACHE = {
-    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
-    "Pragma": "no-cache",
-    "Expires": "0",
-}
-
-
-class BaseHandler(tornado.web.RequestHandler):
-    """Errors are one short line of text: never a traceback, never HTML.
-    Every request is first checked for credentials (:mod:`handlers.access`)."""
-
-    def prepare(self) -> None:
-        check(self)
-
-    def set_no_cache(self) -> None:
-        for name, value in NO_CACHE.items():
-            self.set_header(name, value)
-
-    def fail(self, status: int, message: str) -> None:
-        """Finish the request with ``status`` and a one-line plain-text body."""
-        finish_plain(self, status, message)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        write_short_error(self, status_code)
-
-    def data_received(self, chunk: bytes) -> None:  # pragma: no cover - no streaming bodies
-        pass
+from handlers.plain import finish_plain
 
 
 def normalize_origin(text: str) -> str:
@@ -110,42 +80,3 @@ def answer_preflight(handler: tornado.web.RequestHandler) -> None:
     handler.set_header("Access-Control-Max-Age", "600")
     handler.set_status(204)
     handler.finish()
-
-
-class ClientLimit:
-    """At most ``max_clients`` streams (MJPEG and WebSocket, every camera) at once."""
-
-    def __init__(self, feeds: list[Any], max_clients: int) -> None:
-        self.feeds = feeds
-        self.max_clients = max_clients
-        self.refused = 0
-        self._logged_at = -math.inf
-
-    def full(self) -> bool:
-        return sum(feed.subscriber_count for feed in self.feeds) >= self.max_clients
-
-
-def refuse_if_full(handler: tornado.web.RequestHandler) -> bool:
-    """True (and a 503 with Retry-After sent) if the server has all the streams it takes."""
-    limit: ClientLimit | None = handler.application.settings.get("client_limit")
-    if limit is None or not limit.full():
-        return False
-    limit.refused += 1
-    now = time.monotonic()
-    if now - limit._logged_at >= 10:  # one line per 10 s, however hard clients knock
-        limit._logged_at = now
-        log.warning(
-            "refusing new streams: %d already (--max-clients); %d refused", limit.max_clients, limit.refused
-        )
-    finish_plain(
-        handler, 503, "Service Unavailable: too many viewers, try again later", {"Retry-After": "10"}
-    )
-    return True
-
-
-class NotFoundHandler(BaseHandler):
-    """Every unknown path: 404 with a short body."""
-
-    def prepare(self) -> None:
-        if check(self):
-            self.fail(404, "Not Found: no such page here; try /")

@@ -1,0 +1,1 @@
+"""Recording: an output of a feed that writes its camera's frames to Matroska segment files."""
