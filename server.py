@@ -516,6 +516,7 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         version=__version__,
         started_at=time.monotonic(),
         base_path=settings.base_path,
+        recorders={name: feed.recorder for name, feed in feeds.items() if feed.recorder is not None},
     )
     return tornado.web.Application(
         rules,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import tornado.template
@@ -27,7 +28,7 @@ from handlers.recordings import (
 from handlers.snapshot import SnapshotHandler
 from handlers.status import StatusHandler
 from handlers.ws import WsHandler
-from recording.recorder import SEGMENT_PATTERN
+from recording.recorder import SEGMENT_PATTERN, Recorder
 
 __all__ = ["NotFoundHandler", "routes"]
 
@@ -121,10 +122,11 @@ def _camera_rules(
 _SEGMENT = f"({SEGMENT_PATTERN})"
 
 
-def _recording_rules(feeds: Mapping[str, FrameFeed], loader: tornado.template.Loader) -> list[Rule]:
+def _recording_rules(folders: Mapping[str, Path | None], loader: tornado.template.Loader) -> list[Rule]:
     """``/recordings/``: the list, its JSON, and per recorded camera each
-    segment's player, index and file."""
-    archive = Archive(feeds)
+    segment's player, index and file (``folders``: every camera's recordings
+    folder by name, None for a camera that does not record)."""
+    archive = Archive(folders)
     listing = _page(loader, "recordings.html", {}, False)
     rules = [
         Rule(PathMatches(r"/recordings$"), RelativeRedirectHandler, {"location": "recordings/"}),
@@ -146,6 +148,10 @@ def _recording_rules(feeds: Mapping[str, FrameFeed], loader: tornado.template.Lo
             ),
         ]
     return rules
+
+
+def _folder(recorder: Recorder | None) -> Path | None:
+    return recorder.folder if recorder is not None else None
 
 
 def _page(
@@ -173,14 +179,17 @@ def routes(
     version: str,
     started_at: float,
     base_path: str = "",
+    recorders: Mapping[str, Recorder] | None = None,
 ) -> list[Rule]:
     """Every URL the server answers, in one place; all of them under ``base_path``
     if given (see :func:`under_base_path`).
 
     Each camera answers under ``/cameras/NAME/``; the first also at the short
     URLs (``/stream.mjpg``...).  ``/cameras/`` lists the cameras, and so does
-    ``/`` when there are several; ``/status`` covers them all.
+    ``/`` when there are several; ``/status`` covers them all.  ``recorders``:
+    the recorder of each recording camera, by name.
     """
+    recorders = recorders or {}
     if not feeds:
         raise ValueError("a server needs at least one camera")
     loader = tornado.template.Loader(template_path, autoescape="xhtml_escape")
@@ -198,7 +207,9 @@ def routes(
     rules = [
         Rule(ActionMatches("/", "stream"), MjpegHandler, stream),
         Rule(ActionMatches("/", "snapshot"), SnapshotHandler, snapshot),
-        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
+        Rule(
+            PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds, recorders)}
+        ),
         Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
         Rule(
             PathMatches(r"/cameras/$"),
@@ -214,7 +225,7 @@ def routes(
                 _page(loader, "cameras.html", {"cameras": names, "root": ""}, False),
             )
         )
-    rules += _recording_rules(feeds, loader)
+    rules += _recording_rules({name: _folder(recorders.get(name)) for name in feeds}, loader)
     # The short URLs: the first camera, but /status covers every camera.
     rules += _camera_rules("", first, cameras_link=None, status={**status, "feeds": feeds}, **common)
     for name, feed in feeds.items():

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from cameras.feed import FrameFeed
 from handlers.base import BaseHandler
+from recording.recorder import Recorder
 
 VIEWER_KINDS = ("mjpeg", "ws")
 
@@ -28,8 +29,9 @@ class FeedCollector(Collector):
     kind; camera starts and failures; viewers dropped for stalling; online; and
     for a recording camera, frames and bytes recorded, frames lost, segments."""
 
-    def __init__(self, feeds: Mapping[str, FrameFeed]) -> None:
+    def __init__(self, feeds: Mapping[str, FrameFeed], recorders: Mapping[str, Recorder]) -> None:
         self.feeds = feeds
+        self.recorders = recorders
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         def counter(name: str, doc: str) -> CounterMetricFamily:
@@ -53,7 +55,7 @@ class FeedCollector(Collector):
         recorded_bytes = counter("bytes_recorded", "Bytes written to recordings.")
         segments = counter("segments_recorded", "Recording segments finished.")
         for name, feed in self.feeds.items():
-            recorder = feed.recorder
+            recorder = self.recorders.get(name)
             if recorder is not None and recorder.running:
                 recorded.add_metric([name], recorder.frames_recorded)
                 not_recorded.add_metric([name], recorder.frames_dropped)
@@ -77,10 +79,13 @@ class FeedCollector(Collector):
         yield from (viewers, online, running, recorded, not_recorded, recorded_bytes, segments)
 
 
-def make_registry(feeds: Mapping[str, FrameFeed]) -> CollectorRegistry:
-    """A registry of the feeds and of this process (one per application)."""
+def make_registry(
+    feeds: Mapping[str, FrameFeed], recorders: Mapping[str, Recorder] | None = None
+) -> CollectorRegistry:
+    """A registry of the feeds, the recorders (by camera name) and of this process
+    (one per application)."""
     registry = CollectorRegistry()
-    registry.register(FeedCollector(feeds))
+    registry.register(FeedCollector(feeds, recorders or {}))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

@@ -28,7 +28,6 @@ from typing import Any
 
 import tornado.web
 
-from cameras.feed import FrameFeed
 from handlers.base import BaseHandler, admit
 from handlers.pages import PageHandler
 from handlers.plain import write_short_error
@@ -44,10 +43,9 @@ class Archive:
     #: Indexes kept in memory (the player asks for one per segment it opens).
     cache_size = 16
 
-    def __init__(self, feeds: Mapping[str, FrameFeed]) -> None:
-        self.folders: dict[str, Path | None] = {
-            name: feed.recorder.folder if feed.recorder is not None else None for name, feed in feeds.items()
-        }
+    def __init__(self, folders: Mapping[str, Path | None]) -> None:
+        #: Every camera's recordings folder by name, None for a camera that does not record.
+        self.folders: dict[str, Path | None] = dict(folders)
         self._indexes: OrderedDict[Path, tuple[tuple[int, int], SegmentIndex]] = OrderedDict()
 
     def segments(self, camera: str) -> list[SegmentInfo]:
