@@ -2,7 +2,7 @@
  * cameras.js: the camera list (/cameras/, and / with several cameras).
  *
  * Each tile (a <figure data-camera=NAME data-base=URL>) draws its camera's
- * frames from a CamstreamFrames.FrameSocket (frames.js) on its own canvas.
+ * frames from a Camstream.FrameSocket (frames.js) on its own canvas.
  * WebSockets are not held to the browser's six HTTP/1.1 connections per
  * host, so every tile is live however many cameras there are.  A tile's
  * socket runs only while the tile is on screen and the page is visible.
@@ -15,46 +15,36 @@
 "use strict";
 
 (function () {
-  const params = new URLSearchParams(window.location.search);
-  const requestedFps = Number(params.get("fps"));
   const tiles = {};
   window.camstream = { page: "cameras", tiles };
 
   function makeTile(figure) {
     const canvas = figure.querySelector("canvas");
-    const label = figure.querySelector(".state");
-    const context = canvas.getContext("2d", { alpha: false });
+    const label = new Camstream.Notice(figure.querySelector(".state"));
     let tile = null;
 
-    function render() {
-      let text = "";
-      if (!tile.connected) text = tile.everFramed ? "reconnecting\u2026" : "connecting\u2026";
-      else if (!tile.framesDrawn) text = "waiting for a picture\u2026";
-      label.textContent = text;
-      label.hidden = text === "";
+    function labelTile() {
+      if (!tile.connected) label.down(tile.everFramed);
+      else label.say(tile.framesDrawn ? "" : "waiting for a picture\u2026");
     }
 
-    function draw(bitmap, info) {
-      if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
-        canvas.width = bitmap.width;
-        canvas.height = bitmap.height;
-      }
-      context.drawImage(bitmap, 0, 0);
+    function drawTile(bitmap, info) {
+      Camstream.drawFrame(canvas, bitmap);
       tile.framesDrawn += 1;
       tile.lastSeq = info.seq;
       tile.width = bitmap.width;
       tile.height = bitmap.height;
-      if (canvas.hidden || !label.hidden) {
+      if (canvas.hidden || label.visible) {
         canvas.hidden = false;
-        render();
+        labelTile();
       }
     }
 
-    const frames = new CamstreamFrames.FrameSocket({
-      url: CamstreamFrames.wsUrl(figure.dataset.base + "ws"),
-      fps: requestedFps > 0 ? requestedFps : null,
-      onFrame: draw,
-      onChange: () => render(),
+    const frames = new Camstream.FrameSocket({
+      url: Camstream.wsUrl(figure.dataset.base + "ws"),
+      fps: Camstream.requestedFps(),
+      onFrame: drawTile,
+      onChange: () => labelTile(),
     });
     tile = Object.assign(frames.stats, {
       framesDrawn: 0,
@@ -69,17 +59,16 @@
       if (wanted && !tile.running) frames.start();
       else if (!wanted && tile.running) frames.stop();
       tile.running = wanted;
-      render();
+      labelTile();
     };
     canvas.hidden = true;
-    render();
+    labelTile();
     return tile;
   }
 
-  if (!CamstreamFrames.supported()) {
+  if (!Camstream.supported()) {
     document.querySelectorAll(".tile .state").forEach((label) => {
-      label.textContent = "this browser cannot show live tiles: click for the camera";
-      label.hidden = false;
+      new Camstream.Notice(label).say("this browser cannot show live tiles: click for the camera");
     });
     return;
   }

@@ -1,38 +1,33 @@
 /*
- * frames.js: the WebSocket frame client shared by the canvas viewer and the kiosk.
+ * frames.js: the WebSocket frame client of the live pages (viewer, kiosk,
+ * cameras), on top of camstream.js (load that first); it adds FrameSocket,
+ * frameInfo, wsUrl, requestedFps and supported to window.Camstream.
  *
- * CamstreamFrames.FrameSocket connects to the server's "ws" URL (relative to
- * the page's base URL, document.baseURI: the page's own URL, or the <base href>
- * the server adds behind a proxy that strips a prefix), decodes each binary message (one JPEG) with createImageBitmap and
- * hands the bitmap to onFrame(bitmap, info), then closes it: onFrame must draw
- * it at once and not keep it.  Frames are never queued: while one decodes, a
- * newer one replaces the one waiting (counted in stats.framesDropped).
+ * Camstream.FrameSocket connects to the server's "ws" URL (relative to the
+ * page's base URL, with the page's token: see camstream.js), decodes each
+ * binary message (one JPEG) with createImageBitmap and hands the bitmap to
+ * onFrame(bitmap, info), then closes it: onFrame must draw it at once and not
+ * keep it.  Frames are never queued: while one decodes, a newer one replaces
+ * the one waiting (counted in stats.framesDropped).
  *
  * info = {seq, t, ageMs, bytes}: the frame's sequence number and capture time
  * (Unix seconds, server clock) from the JPEG comment the server adds, and its
  * age when handed over, corrected by the offset between the server's clock
  * and ours, estimated from a few {"time"} round trips (within half of the
- * quickest one; before the first answer, from the hello's server_time).  A message with a seq already shown is the server's
- * once-a-second repeat of a still picture: it proves the connection alive
- * and is not decoded again.
+ * quickest one; before the first answer, from the hello's server_time).  A
+ * message with a seq already shown is the server's once-a-second repeat of a
+ * still picture: it proves the connection alive and is not decoded again.
  *
- * On close or error it reconnects by itself after a delay growing from
- * minDelayMs, doubling to maxDelayMs, reset once a frame arrives.  A watchdog
- * closes a socket that has received nothing for stallMs (the server repeats a
- * still picture every second, so silence means a dead connection).
+ * On close or error it reconnects by itself with Camstream.Retry's backoff
+ * (minDelayMs, doubling to maxDelayMs, reset once a frame arrives).  A
+ * watchdog closes a socket that has received nothing for stallMs (the server
+ * repeats a still picture every second, so silence means a dead connection).
  */
 "use strict";
 
 (function (global) {
-  /** The page's access token (?token=...), passed on to what the page opens; or null. */
-  const pageToken = new URLSearchParams(global.location.search).get("token");
-
-  /** ``path`` (relative to the page's base URL) with the page's token added, if it has one. */
-  function withToken(path) {
-    const url = new URL(path, global.document.baseURI);
-    if (pageToken !== null) url.searchParams.set("token", pageToken);
-    return url.href;
-  }
+  const Camstream = global.Camstream;
+  const DOWN_AFTER_MS = 2500;
 
   /** The WebSocket URL of ``path`` (relative to the page's base URL), with the page's token. */
   function wsUrl(path) {
@@ -40,8 +35,13 @@
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.search = "";
     url.hash = "";
-    if (pageToken !== null) url.searchParams.set("token", pageToken);
-    return url.href;
+    return Camstream.withToken(url.href);
+  }
+
+  /** The page's ?fps=N (the most frames per second to ask the server for), or null. */
+  function requestedFps() {
+    const fps = Number(new URLSearchParams(global.location.search).get("fps"));
+    return fps > 0 ? fps : null;
   }
 
   const COMMENT = /^camstream seq=(\d+) t=([0-9.]+)$/;
@@ -76,8 +76,7 @@
       this.onChange = options.onChange || function () {};
       this.fps = options.fps || null;
       this.stallMs = options.stallMs || 4000;
-      this.minDelayMs = options.minDelayMs || 500;
-      this.maxDelayMs = options.maxDelayMs || 5000;
+      this._retry = new Camstream.Retry(options);
       this.stats = {
         connected: false, // socket open
         connects: 0, // sockets opened
@@ -99,8 +98,6 @@
       };
       this._socket = null;
       this._running = false;
-      this._delayMs = this.minDelayMs;
-      this._retryTimer = null;
       this._watchdog = null;
       this._decoding = false;
       this._waiting = null;
@@ -113,7 +110,7 @@
     start() {
       if (this._running) return;
       this._running = true;
-      this._delayMs = this.minDelayMs;
+      this._retry.reset();
       this._connect();
       this._watchdog = global.setInterval(() => this._check(), 500);
     }
@@ -122,15 +119,14 @@
       this._running = false;
       this._generation += 1;
       this._waiting = null;
-      global.clearTimeout(this._retryTimer);
+      this._retry.cancel();
       global.clearInterval(this._watchdog);
-      this._retryTimer = this._watchdog = null;
+      this._watchdog = null;
       this._drop();
       this._setConnected(false);
     }
 
     _connect() {
-      this._retryTimer = null;
       if (!this._running) return;
       this.stats.attempts += 1;
       this._openedAt = global.performance.now();
@@ -187,10 +183,12 @@
       this._drop();
       this.stats.failuresSinceFrame += 1;
       this._setConnected(false);
-      if (!this._running || this._retryTimer) return;
-      const delay = this._delayMs * (0.8 + 0.4 * Math.random());
-      this._delayMs = Math.min(this._delayMs * 2, this.maxDelayMs);
-      this._retryTimer = global.setTimeout(() => this._connect(), delay);
+      if (this._running) this._retry.schedule(() => this._connect());
+    }
+
+    /** True while no socket is open, or the open one has been silent for 2.5 s. */
+    down(now) {
+      return !this.stats.connected || now - this.stats.lastMessageAt > DOWN_AFTER_MS;
     }
 
     _check() {
@@ -271,7 +269,7 @@
               stats.framesDecoded += 1;
               stats.everFramed = true;
               stats.failuresSinceFrame = 0;
-              this._delayMs = this.minDelayMs;
+              this._retry.reset();
               info.ageMs = info.t === null ? null : (Date.now() / 1000 + stats.clockOffsetS - info.t) * 1000;
               this.onFrame(bitmap, info);
             } finally {
@@ -294,5 +292,5 @@
     }
   }
 
-  global.CamstreamFrames = { FrameSocket, frameInfo, wsUrl, withToken, supported };
+  Object.assign(Camstream, { FrameSocket, frameInfo, wsUrl, requestedFps, supported });
 })(window);

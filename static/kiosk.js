@@ -7,10 +7,10 @@
  *
  * Two paths:
  *  - "ws" (default): frames.js over the WebSocket, drawn on a canvas whose
- *    backing store is the frame's size (CSS object-fit scales it).  Its
- *    watchdog closes a socket silent for 4 s (the server re-sends a still
- *    picture every second, so silence means a dead link) and reconnects with
- *    a backoff of 0.5 s doubling to 5 s.
+ *    backing store is the frame's size (Camstream.drawFrame; CSS object-fit
+ *    scales it).  Its watchdog closes a socket silent for 4 s (the server
+ *    re-sends a still picture every second, so silence means a dead link) and
+ *    reconnects with a backoff of 0.5 s doubling to 5 s (Camstream.Retry).
  *  - "mjpeg": the Motion-JPEG stream in an <img> ("stream.mjpg?framing=img&_=..."),
  *    used when ?mode=mjpeg asks for it, when WebSocket or createImageBitmap is
  *    missing, or when the WebSocket fails 3 times in a row without ever
@@ -22,7 +22,8 @@
  *    new frame, the picture is legitimately still; otherwise (server down,
  *    camera idle because our stream is gone, or frames flowing that we do
  *    not see) it reconnects the <img> with a new cache-buster, with the same
- *    backoff.  The last good frame is copied to the canvas underneath, so a
+ *    backoff (its own Camstream.Retry).  Its URL, like the "status" one,
+ *    carries the page's token (Camstream.withToken).  The last good frame is copied to the canvas underneath, so a
  *    broken <img> is hidden and the last picture stays on screen.
  *
  * Either way it recovers by itself, without a page reload, after a server
@@ -53,9 +54,8 @@
   const fit = params.get("fit") === "cover" ? "cover" : "contain";
   root.classList.add(`fit-${fit}`);
   const canvas = document.getElementById("canvas");
-  const context = canvas.getContext("2d", { alpha: false });
   const img = document.getElementById("img");
-  const notice = document.getElementById("notice");
+  const notice = new Camstream.Notice(document.getElementById("notice"));
 
   const state = {
     page: "kiosk",
@@ -93,11 +93,7 @@
   }
 
   function copyToCanvas(source, width, height) {
-    if (canvas.width !== width || canvas.height !== height) {
-      canvas.width = width;
-      canvas.height = height;
-    }
-    context.drawImage(source, 0, 0, width, height);
+    Camstream.drawFrame(canvas, source, width, height);
     canvas.hidden = false;
   }
 
@@ -106,7 +102,7 @@
 
   function startWs() {
     state.mode = "ws";
-    frames = new CamstreamFrames.FrameSocket({
+    frames = new Camstream.FrameSocket({
       stallMs: STALL_MS,
       minDelayMs: MIN_DELAY_MS,
       maxDelayMs: MAX_DELAY_MS,
@@ -130,7 +126,7 @@
     state.connected = stats.connected;
     state.stalls = stats.stalls;
     state.reconnects = Math.max(0, stats.connects - 1);
-    setDown(!stats.connected || now - stats.lastMessageAt > 2500);
+    setDown(frames.down(now));
   }
 
   // -- the Motion-JPEG path -------------------------------------------------
@@ -140,8 +136,7 @@
   const probeContext = probe.getContext("2d", { willReadFrequently: true });
   let signature = null;
   let changedAt = 0;
-  let delayMs = MIN_DELAY_MS;
-  let retryTimer = null;
+  const retry = new Camstream.Retry({ minDelayMs: MIN_DELAY_MS, maxDelayMs: MAX_DELAY_MS });
   let probing = false;
 
   function startMjpeg(reason) {
@@ -152,21 +147,15 @@
   }
 
   function connectImg() {
-    retryTimer = null;
     state.imgConnects += 1;
     signature = null;
     changedAt = performance.now();
     img.style.visibility = "hidden"; // until its first frame: the canvas shows the last one
-    const token = params.get("token"); // passed on, as the page was opened with it
-    const auth = token === null ? "" : `&token=${encodeURIComponent(token)}`;
-    img.src = `stream.mjpg?framing=img${auth}&_=${Date.now().toString(36)}${state.imgConnects}`;
+    img.src = Camstream.withToken(`stream.mjpg?framing=img&_=${Date.now().toString(36)}${state.imgConnects}`);
   }
 
   function retryImg() {
-    if (retryTimer !== null) return;
-    const delay = delayMs * (0.8 + 0.4 * Math.random());
-    delayMs = Math.min(delayMs * 2, MAX_DELAY_MS);
-    retryTimer = window.setTimeout(connectImg, delay);
+    retry.schedule(connectImg);
   }
 
   img.addEventListener("error", () => {
@@ -194,7 +183,7 @@
     state.probes += 1;
     const controller = new AbortController();
     const timer = window.setTimeout(() => controller.abort(), 3000);
-    fetch("status", { cache: "no-store", signal: controller.signal })
+    fetch(Camstream.withToken("status"), { cache: "no-store", signal: controller.signal })
       .then((response) => {
         if (!response.ok) throw new Error(`status ${response.status}`);
         return response.json();
@@ -225,12 +214,12 @@
   }
 
   function checkMjpeg(now) {
-    if (retryTimer !== null || probing) return;
+    if (retry.pending || probing) return;
     const current = imgSignature();
     if (current !== null && current !== signature) {
       signature = current;
       changedAt = now;
-      delayMs = MIN_DELAY_MS;
+      retry.reset();
       copyToCanvas(img, img.naturalWidth, img.naturalHeight);
       img.style.visibility = "visible";
       state.connected = true;
@@ -250,14 +239,14 @@
     const visible = state.down && now - state.downSince >= wait;
     if (visible !== state.noticeVisible) {
       state.noticeVisible = visible;
-      notice.textContent = state.framesShown ? "reconnecting\u2026" : "connecting\u2026";
-      notice.hidden = !visible;
+      if (visible) notice.down(state.framesShown > 0);
+      else notice.say("");
     }
   }
 
   if (params.get("mode") === "mjpeg") {
     startMjpeg("asked for by ?mode=mjpeg");
-  } else if (typeof CamstreamFrames === "undefined" || !CamstreamFrames.supported()) {
+  } else if (typeof Camstream.FrameSocket !== "function" || !Camstream.supported()) {
     startMjpeg("WebSocket or createImageBitmap is not available");
   } else {
     startWs();

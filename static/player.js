@@ -9,7 +9,9 @@
  * canvas.  A clock paced by performance.now() says which frame is due, so
  * playback keeps the recorded pace; a frame that cannot be decoded in time is
  * skipped, never shown late.  While a chunk is still on its way the clock
- * waits (buffering), as a video player does.
+ * waits (buffering), as a video player does.  From camstream.js (loaded
+ * first): Camstream.drawFrame, Camstream.Notice for the line over the
+ * picture, Camstream.withToken for the page's token on every request.
  *
  * Pause, resume, seeking (the slider, or the arrow keys), ?t=SECONDS to start
  * there and ?autoplay=0 to wait for play.  The canvas's data-frame and
@@ -23,13 +25,12 @@
   const SEEK_STEP_S = 5;
 
   const canvas = document.getElementById("canvas");
-  const ctx = canvas.getContext("2d");
-  const notice = document.getElementById("notice");
+  const notice = new Camstream.Notice(document.getElementById("notice"));
   const playButton = document.getElementById("play");
   const seek = document.getElementById("seek");
   const timeText = document.getElementById("time");
   const clockText = document.getElementById("clock");
-  const withToken = window.CamstreamFrames.withToken;
+  const withToken = Camstream.withToken;
   const params = new URLSearchParams(window.location.search);
 
   const fileUrl = withToken(canvas.dataset.file);
@@ -46,11 +47,6 @@
   let framesDrawn = 0;
   let dragging = false;
   const chunks = new Map(); // chunk number -> {promise, buffer, start}
-
-  function say(text) {
-    notice.textContent = text;
-    notice.hidden = !text;
-  }
 
   function format(ms) {
     const total = Math.max(0, Math.floor(ms / 1000));
@@ -128,12 +124,8 @@
     if (next * FRAMES_PER_CHUNK < index.t.length) chunk(next);
   }
 
-  function draw(i, bitmap) {
-    if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
-      canvas.width = bitmap.width;
-      canvas.height = bitmap.height;
-    }
-    ctx.drawImage(bitmap, 0, 0);
+  function present(i, bitmap) {
+    Camstream.drawFrame(canvas, bitmap);
     bitmap.close();
     shown = i;
     framesDrawn += 1;
@@ -157,7 +149,7 @@
             originMs = now();
             buffering = true;
           }
-          say("loading…");
+          notice.say("loading…");
           await entry.promise;
           if (buffering) {
             buffering = false;
@@ -170,8 +162,8 @@
         if (wanted >= 0 && wanted !== i) {
           bitmap.close(); // a newer frame is due: this one would be late
         } else {
-          draw(i, bitmap);
-          say(ended ? "ended" : playing ? "" : "paused");
+          present(i, bitmap);
+          notice.say(ended ? "ended" : playing ? "" : "paused");
         }
         i = wanted;
         wanted = -1;
@@ -181,7 +173,7 @@
       playing = false;
       buffering = false;
       updateButton();
-      say(`cannot play: ${err.message || err}`);
+      notice.say(`cannot play: ${err.message || err}`);
     } finally {
       decoding = false;
     }
@@ -202,14 +194,14 @@
     }
     playing = true;
     updateButton();
-    say("");
+    notice.say("");
   }
 
   function pause() {
     originMs = now();
     playing = false;
     updateButton();
-    say("paused");
+    notice.say("paused");
   }
 
   function seekTo(ms) {
@@ -234,7 +226,7 @@
       playing = false;
       ended = true;
       updateButton();
-      say("ended");
+      notice.say("ended");
     }
     if (!dragging) seek.value = String(ms / 1000);
     timeText.textContent = `${format(ms)} / ${format(lengthMs)}`;
@@ -281,7 +273,7 @@
     .then((data) => {
       index = data;
       if (!index.t.length) {
-        say("this recording has no frame yet");
+        notice.say("this recording has no frame yet");
         return;
       }
       lengthMs = index.length_s * 1000;
@@ -295,9 +287,9 @@
       const start = Number(params.get("t"));
       setTime(Number.isFinite(start) && start > 0 ? start * 1000 : 0);
       if (params.get("autoplay") !== "0") play();
-      else say("paused");
+      else notice.say("paused");
       updateButton();
       loop();
     })
-    .catch((err) => say(`cannot load the recording: ${err.message || err}`));
+    .catch((err) => notice.say(`cannot load the recording: ${err.message || err}`));
 })();

@@ -1,12 +1,12 @@
 /*
  * viewer.js: the canvas viewer (/viewer).
  *
- * Frames come from CamstreamFrames.FrameSocket (frames.js): decoded with
+ * Frames come from Camstream.FrameSocket (frames.js): decoded with
  * createImageBitmap, never queued, the bitmap closed once drawn, no object
- * URLs.  The canvas's backing store is the frame's own size and CSS
- * (object-fit: contain) scales it to fit the page, so a window resize never
- * blanks or redraws the picture.  The socket reconnects by itself with a
- * backoff (0.5 s doubling to 5 s) and is closed while the page is hidden.
+ * URLs; Camstream.drawFrame (camstream.js) puts each on the canvas at its own
+ * size and CSS (object-fit: contain) scales it to fit the page.  The socket
+ * reconnects by itself with a backoff (0.5 s doubling to 5 s) and is closed
+ * while the page is hidden.
  *
  * Query: ?overlay=1 shows the overlay at once (key "o" toggles it);
  * ?fps=N asks the server for at most N frames per second.
@@ -22,15 +22,13 @@
   const WINDOW_MS = 2000;
   const params = new URLSearchParams(window.location.search);
   const canvas = document.getElementById("canvas");
-  const context = canvas.getContext("2d", { alpha: false });
   const overlay = document.getElementById("overlay");
-  const notice = document.getElementById("notice");
+  const notice = new Camstream.Notice(document.getElementById("notice"));
 
-  const requestedFps = Number(params.get("fps"));
-  const frames = new CamstreamFrames.FrameSocket({
-    fps: requestedFps > 0 ? requestedFps : null,
-    onFrame: draw,
-    onChange: render,
+  const frames = new Camstream.FrameSocket({
+    fps: Camstream.requestedFps(),
+    onFrame: showFrame,
+    onChange: refresh,
   });
   const state = Object.assign(frames.stats, {
     page: "viewer",
@@ -49,12 +47,8 @@
   const drawTimes = [];
   const ages = [];
 
-  function draw(bitmap, info) {
-    if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
-      canvas.width = bitmap.width;
-      canvas.height = bitmap.height;
-    }
-    context.drawImage(bitmap, 0, 0);
+  function showFrame(bitmap, info) {
+    Camstream.drawFrame(canvas, bitmap);
     const now = performance.now();
     state.framesDrawn += 1;
     state.lastFrameAt = now;
@@ -64,7 +58,7 @@
     drawTimes.push(now);
     ages.push(info.ageMs);
     measure(now);
-    if (!notice.hidden) notice.hidden = true;
+    if (notice.visible) notice.say("");
   }
 
   function measure(now) {
@@ -82,16 +76,11 @@
     return value === null ? "?" : `${Math.round(value)} ms`;
   }
 
-  function render() {
+  function refresh() {
     const now = performance.now();
     measure(now);
-    const down = !state.paused && (!state.connected || now - state.lastMessageAt > 2500);
-    if (down) {
-      notice.textContent = state.everFramed ? "reconnecting\u2026" : "connecting\u2026";
-      notice.hidden = false;
-    } else if (state.paused || state.framesDrawn > 0) {
-      notice.hidden = true;
-    }
+    if (!state.paused && frames.down(now)) notice.down(state.everFramed);
+    else if (state.paused || state.framesDrawn > 0) notice.say("");
     overlay.hidden = !state.overlay;
     if (state.overlay) {
       overlay.textContent =
@@ -106,32 +95,32 @@
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "o" || event.key === "O") {
       state.overlay = !state.overlay;
-      render();
+      refresh();
     }
   });
 
   function resume() {
     state.paused = false;
     frames.start();
-    render();
+    refresh();
   }
 
-  function pause() {
+  function suspend() {
     state.paused = true;
     frames.stop();
-    render();
+    refresh();
   }
 
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "hidden") pause();
+    if (document.visibilityState === "hidden") suspend();
     else resume();
   });
-  window.addEventListener("pagehide", pause);
+  window.addEventListener("pagehide", suspend);
   window.addEventListener("pageshow", (event) => {
     if (event.persisted && document.visibilityState !== "hidden") resume();
   });
 
-  window.setInterval(render, 250);
-  if (document.visibilityState === "hidden") pause();
+  window.setInterval(refresh, 250);
+  if (document.visibilityState === "hidden") suspend();
   else resume();
 })();
