@@ -21,25 +21,7 @@ from cameras import CameraConfig, CameraError, create_camera
 from cameras.opencv import OpenCVCamera, parse_source
 from tests.camera_polling import live_frames, wait_for
 from tests.conftest import COLOURS, ROOT, nearest_colour
-
-FILE_FPS = 20.0
-FILE_FRAMES = 12
-FILE_SIZE = (176, 144)
-
-
-def write_video(path: Path, frames: int = FILE_FRAMES, fps: float = FILE_FPS) -> Path:
-    """An MJPG .avi whose frame i is COLOURS[i % 6] (RGB), written by OpenCV itself."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, FILE_SIZE)
-    assert writer.isOpened()
-    try:
-        for i in range(frames):
-            red, green, blue = COLOURS[i % len(COLOURS)]
-            image = np.zeros((FILE_SIZE[1], FILE_SIZE[0], 3), np.uint8)
-            image[:] = (blue, green, red)  # OpenCV is BGR
-            writer.write(image)
-    finally:
-        writer.release()
-    return path
+from tests.sources import FILE_FPS, FILE_FRAMES, FILE_SIZE, write_video
 
 
 @pytest.fixture

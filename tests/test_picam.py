@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,23 +20,13 @@ from cameras import CameraConfig, CameraError, create_camera
 from cameras.picam import LatestJpeg, PiCamera, quality_preset
 from tests.camera_polling import live_frames, wait_for
 from tests.conftest import ROOT, nearest_colour
-
-FAKE_ROOT = Path(__file__).resolve().parent / "fake_picamera2"
-
-
-def forget_picamera2() -> None:
-    for name in list(sys.modules):
-        if name == "picamera2" or name.startswith("picamera2."):
-            del sys.modules[name]
+from tests.sources import forget_picamera2, use_fake_picamera2
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fake package on sys.path for this test only; yields its recorded state."""
-    forget_picamera2()
-    monkeypatch.syspath_prepend(str(FAKE_ROOT))
-    state = importlib.import_module("picamera2._fake").STATE
-    yield state
+    yield use_fake_picamera2(monkeypatch)
     forget_picamera2()
 
 

@@ -4,15 +4,12 @@ relaying real MJPEG upstreams: this server, and a scripted one of our own."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from tests.camera_polling import live_frames, wait_for
 from tests.conftest import ROOT
 from tests.fakes import jpeg
 from tests.mjpeg_client import StreamReader
+from tests.sources import ScriptedUpstream, ok_head
 
 
 def pillow_jpeg(size: tuple[int, int], **options) -> bytes:
@@ -219,66 +217,6 @@ def test_credentials_in_the_url_become_basic_auth():
 
 
 # -- a scripted upstream of our own -----------------------------------------------------
-class ScriptedUpstream:
-    """A raw HTTP server on a thread: records each request's headers and answers with
-    ``respond(headers)``'s byte chunks; then holds the connection open until closed,
-    or closes it at once when ``hold`` is False."""
-
-    def __init__(self, respond: Callable[[dict[str, str]], list[bytes]], hold: bool = True) -> None:
-        self.respond = respond
-        self.hold = hold
-        self.requests: list[dict[str, str]] = []
-        self.released = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.threads: list[threading.Thread] = []
-        self.accepter = threading.Thread(target=self._accept, daemon=True)
-        self.accepter.start()
-
-    def url(self, path: str = "/video", userinfo: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.port}{path}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._handle, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    data += chunk
-                lines = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-                headers[":path"] = lines[0].split()[1]
-                self.requests.append(headers)
-                for chunk in self.respond(headers):
-                    conn.sendall(chunk)
-            except OSError:
-                return
-            if self.hold:
-                self.released.wait(30)
-
-    def close(self) -> None:
-        self.released.set()
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.accepter.join(5)
-        for thread in self.threads:
-            thread.join(5)
-
-
 @pytest.fixture
 def scripted() -> Iterator[Callable[..., ScriptedUpstream]]:
     made: list[ScriptedUpstream] = []
@@ -309,10 +247,6 @@ def cameras() -> Iterator[Callable[..., RelayCamera]]:
     yield make
     for camera in made:
         camera.stop()
-
-
-def ok_head(content_type: str = "multipart/x-mixed-replace;boundary=--myboundary") -> bytes:
-    return b"HTTP/1.0 200 OK\r\nContent-Type: " + content_type.encode() + b"\r\n\r\n"
 
 
 def lf_parts(bodies: list[bytes]) -> bytes:
