@@ -1,8 +1,10 @@
-"""The driver contract: what every camera offers to the web side.
+"""The driver contract: what every frame source offers to the feed.
 
 A camera produces complete JPEG frames on a thread of its own and keeps only
 the newest one.  The IOLoop reads that one slot with :meth:`Camera.latest`,
-which never blocks.  Drivers know nothing of HTTP or Tornado.
+which never blocks.  Outputs that must see every frame whatever the IOLoop is
+doing (the recorder) are the camera's *sinks*, called on the driver's thread
+(:meth:`Camera.add_sink`).  Drivers know nothing of HTTP or Tornado.
 """
 
 from __future__ import annotations
@@ -53,33 +55,67 @@ class CameraConfig:
     quality: int = 80
 
 
+FrameSinkFn = Callable[[Frame], None]
+
+
 class Camera(abc.ABC):
     """A source of JPEG frames.
 
-    ``start`` and ``stop`` are called from the IOLoop thread; ``latest`` from
-    any thread.  Subclasses run their blocking work on their own thread.
+    ``start`` is called from the IOLoop thread and returns at once; ``stop``
+    may block (a hung SDK), so the feed calls it on a worker thread; ``latest``
+    and the sink methods from any thread.  Subclasses run their blocking work
+    on their own thread.
     """
 
     #: Registry name of the driver, for logs and ``/status``.
     driver: str = "camera"
-    #: Called with each new live frame on the driver's thread (the recorder's
-    #: queue); it must not block.  None: nobody asks.
-    frame_sink: Callable[[Frame], None] | None = None
 
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
+        #: Live frames produced, and failures (each error of open or capture), ever.
+        self.frames_captured = 0
+        self.failures = 0
+        # Replaced whole (copy on write), never changed in place: the driver's
+        # thread iterates over the tuple it read without a lock.
+        self._sinks: tuple[FrameSinkFn, ...] = ()
+        self._sinks_lock = threading.Lock()
+
+    def add_sink(self, sink: FrameSinkFn) -> None:
+        """Call ``sink(frame)`` with every frame published from now on, live or
+        "no signal" (``Frame.live``), on the thread that publishes it (the
+        driver's); ``sink`` must not block.  Any thread."""
+        with self._sinks_lock:
+            self._sinks = (*self._sinks, sink)
+
+    def remove_sink(self, sink: FrameSinkFn) -> None:
+        """Stop calling ``sink`` (idempotent; a call under way may still finish).  Any thread."""
+        with self._sinks_lock:
+            self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    def _emit(self, frame: Frame) -> None:
+        """Hand ``frame`` to every sink (the publishing thread); a sink that raises
+        is logged and kept."""
+        for sink in self._sinks:
+            try:
+                sink(frame)
+            except Exception:  # one broken output must not stop the camera
+                log.exception("%s: a frame sink failed", self.config.name or self.driver)
 
     @abc.abstractmethod
     def start(self) -> None:
         """Begin producing frames; returns at once without waiting for a frame.
 
-        Raises :class:`CameraError` when the camera cannot be started.
-        Calling it on a running camera does nothing.
+        Raises :class:`CameraError` when the camera cannot be started (or is
+        still stopping).  Calling it on a running camera does nothing.
         """
 
     @abc.abstractmethod
     def stop(self) -> None:
-        """Stop producing frames and release the device; idempotent, may block briefly."""
+        """Stop producing frames and release the device; idempotent, safe in ``finally``.
+
+        Blocks until the capture thread has ended, however long a hung SDK
+        takes: call it off the IOLoop (the feed does).
+        """
 
     @abc.abstractmethod
     def latest(self) -> Frame | None:
@@ -124,14 +160,18 @@ class ThreadedCamera(Camera):
     #: While the source is failing, a "no signal" picture is published this often.
     no_signal_interval_s: float = 1.0
 
+    #: While a stop waits for a driver thread that will not end, a warning this often.
+    stop_warn_s: float = 5.0
+
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)
         self._frame: Frame | None = None
         self._seq = 0
-        #: Live frames published, and failures (each CameraError of open or capture), ever.
-        self.frames_captured = 0
-        self.failures = 0
+        # The one capture thread; kept until it has really ended, so a start()
+        # meanwhile cannot run a second one beside it.
         self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()  # held briefly, never across a join
+        self._stop_lock = threading.Lock()  # one stop at a time; a second waits for the first
         self._stop_event = threading.Event()
         self._online = False
         self._error: str | None = None
@@ -156,8 +196,8 @@ class ThreadedCamera(Camera):
         """Release the source (driver thread); must not raise."""
 
     def wake(self) -> None:
-        """Unblock a capture() that waits on the source, so stop() returns at once
-        (IOLoop thread, called by stop() after :attr:`stopping` became true)."""
+        """Unblock a capture() that waits on the source, so stop() returns soon
+        (the thread calling stop(), after :attr:`stopping` became true)."""
 
     @property
     def stopping(self) -> bool:
@@ -172,33 +212,50 @@ class ThreadedCamera(Camera):
 
     # -- the contract -------------------------------------------------------
     def start(self) -> None:
-        if self.running:
-            return
-        self._stop_event = threading.Event()
-        self._frame = None  # a frame from before the last stop is stale
-        self._rate_start = time.monotonic()
-        self._rate_count = 0
-        self._rate_fps = 0.0
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(self._stop_event,),
-            name=f"camera-{self.config.name or self.driver}",
-            daemon=True,
-        )
-        self._thread.start()
+        """Start the capture thread (returns at once).  Raises CameraError if the
+        previous capture thread has not ended yet (a stop still under way):
+        never two capture threads for one camera."""
+        with self._thread_lock:
+            if self._thread is not None:
+                if self._stop_event.is_set():
+                    raise CameraError(f"the {self.label} camera is still stopping; try again shortly")
+                return
+            self._stop_event = threading.Event()
+            self._frame = None  # a frame from before the last stop is stale
+            self._rate_start = time.monotonic()
+            self._rate_count = 0
+            self._rate_fps = 0.0
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop_event,),
+                name=f"camera-{self.config.name or self.driver}",
+                daemon=True,
+            )
+            self._thread.start()
         log.info("%s camera started", self.label)
 
     def stop(self) -> None:
-        thread = self._thread
-        if thread is None:
-            return
-        self._stop_event.set()
-        self.wake()
-        thread.join(timeout=5.0)
-        if thread.is_alive():
-            log.warning("%s camera thread did not stop within 5 s", self.label)
-        self._thread = None
-        self._online = False
+        """Stop the capture thread and release the source; blocks until the thread
+        has ended (off the IOLoop: see :class:`Camera`).  Idempotent; a stop
+        while another is under way waits for that one."""
+        with self._stop_lock:
+            with self._thread_lock:
+                thread = self._thread
+                if thread is None:
+                    return
+                self._stop_event.set()
+            self.wake()
+            thread.join(self.stop_warn_s)
+            waited_s = self.stop_warn_s
+            while thread.is_alive():
+                log.warning(
+                    "%s camera: its driver has not let go after %g s; still waiting", self.label, waited_s
+                )
+                thread.join(self.stop_warn_s)
+                waited_s += self.stop_warn_s
+            with self._thread_lock:
+                self._thread = None
+                self._online = False
         log.info("%s camera stopped", self.label)
 
     def latest(self) -> Frame | None:
@@ -206,7 +263,8 @@ class ThreadedCamera(Camera):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        """True from start() until stop() is called."""
+        return self._thread is not None and not self._stop_event.is_set()
 
     @property
     def online(self) -> bool:
@@ -235,9 +293,7 @@ class ThreadedCamera(Camera):
             self._rate_count = 0
         # One reference assignment: readers see the old frame or the new one.
         frame = self._frame = Frame(jpeg, self._seq, time.time(), width, height)
-        sink = self.frame_sink
-        if sink is not None:
-            sink(frame)
+        self._emit(frame)
 
     def _run(self, stop: threading.Event) -> None:
         interval_s = 1.0 / self.config.fps if self.config.fps > 0 else 0.0
@@ -303,7 +359,8 @@ class ThreadedCamera(Camera):
             log.warning("%s: cannot draw the no-signal picture: %s", name, exc)
             return
         self._seq += 1
-        self._frame = Frame(jpeg, self._seq, time.time(), width, height, live=False)
+        frame = self._frame = Frame(jpeg, self._seq, time.time(), width, height, live=False)
+        self._emit(frame)
 
     def _safe_close(self) -> None:
         try:

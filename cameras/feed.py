@@ -1,19 +1,34 @@
-"""The feed: polls one camera and hands each new frame once to every subscriber.
+"""The feed: the fan-out of one frame source to its outputs.
 
-Everything here runs on the IOLoop thread.  A ``PeriodicCallback`` reads the
-camera's newest frame; when its ``seq`` is new, the wire bytes are built once
-per wire format and handed to every subscriber whose previous write has
-completed.  A subscriber still busy with an older frame is skipped (counted)
-and gets whatever is newest as soon as it is free: no backlog, no duplicate,
-at most one write in flight per subscriber, so memory stays bounded whatever
-a client does.  The camera starts with the first subscriber and stops
-``idle_timeout_s`` after the last one leaves; then no timer of the feed runs.
+A feed takes frames from any :class:`~cameras.base.Camera` (a driver, later a
+bus subscription or a variant of another feed) and hands them to three kinds
+of output, each through one interface:
+
+* **viewers** (:class:`Subscriber`: an MJPEG response, a WebSocket): a
+  ``PeriodicCallback`` reads the camera's newest frame; when its ``seq`` is
+  new, the wire bytes are built once per wire format and handed to every
+  viewer whose previous write has completed.  A viewer still busy with an
+  older frame is skipped (counted) and gets whatever is newest as soon as it
+  is free: no backlog, no duplicate, at most one write in flight per viewer,
+  so memory stays bounded whatever a client does.
+* **snapshot waiters** (:meth:`FrameFeed.snapshot`): the next live frame.
+* **sinks** (:class:`FrameSink`: the recorder, later a bus publisher): every
+  frame, on the source's own thread, whatever the IOLoop is doing; a sink
+  attached with a hold keeps the source running without viewers.
+
+The source starts with its first output (a viewer, a waiter or a
+:meth:`FrameFeed.hold`) and stops ``idle_timeout_s`` after the last one
+leaves; then no timer of the feed runs.  Stopping a source may block (a hung
+SDK), so it runs on a worker thread: the IOLoop never waits for it, and the
+source is started again only once its stop has finished (never two capture
+threads).  Everything else here runs on the IOLoop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,7 +36,6 @@ from typing import Any, Protocol
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from cameras.base import Camera, CameraError, Frame
-from recording.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +47,22 @@ class SubscriberGone(Exception):
 
 
 class Subscriber(Protocol):
-    """A client of the feed: an MJPEG response or a WebSocket.
+    """A viewer of the feed: an MJPEG response or a WebSocket (IOLoop thread).
 
     ``encoder`` turns a frame into this subscriber's wire bytes; subscribers
     sharing an encoder share the bytes (built once per frame).  ``repeat_stale``
     asks for the newest frame again when the camera has produced nothing new
-    for ``repeat_after_s``.
+    for ``repeat_after_s``.  ``kind`` names it in counts (``"mjpeg"``, ``"ws"``).
     """
 
     encoder: Encoder
     repeat_stale: bool
+    kind: str
+
+    def accepts(self) -> bool:
+        """Whether this subscriber takes a frame now; called only when it is free,
+        right before :meth:`send`.  False (a frame-rate cap it keeps) holds the
+        frame back: nothing is sent, and the feed counts it in ``frames_capped``."""
 
     def send(self, data: bytes) -> asyncio.Future[Any] | None:
         """Start writing ``data``; return a future done when it is written, or None
@@ -52,6 +72,40 @@ class Subscriber(Protocol):
         """The feed is shutting down: end the response or close the socket."""
 
 
+class FrameSink(Protocol):
+    """An output that takes every frame of the source (the recorder; later a bus
+    publisher).  ``kind`` names its entry in :meth:`FrameFeed.status`."""
+
+    kind: str
+
+    def put(self, frame: Frame) -> None:
+        """Take one frame, live or not (``frame.live``); called on the source's
+        thread, so it must not block (a bounded queue)."""
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready figures, for ``/status`` (IOLoop thread)."""
+
+    def close(self) -> None:
+        """Write out what is queued and stop; may block (a worker thread calls it,
+        after the source has stopped, so every frame it made is taken)."""
+
+
+class Hold:
+    """Keeps a feed's source running with no viewer (see :meth:`FrameFeed.hold`)."""
+
+    __slots__ = ("_feed", "reason")
+
+    def __init__(self, feed: FrameFeed, reason: str) -> None:
+        self._feed: FrameFeed | None = feed
+        self.reason = reason
+
+    def release(self) -> None:
+        """Let the source idle out again (idempotent; IOLoop thread)."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed._release(self)
+
+
 class Timer(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
@@ -59,7 +113,8 @@ class Timer(Protocol):
 
 
 class Clock:
-    """Time and timers on the current IOLoop; tests substitute a hand-driven one."""
+    """Time, timers and worker threads on the current IOLoop; tests substitute a
+    hand-driven one."""
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -72,6 +127,23 @@ class Clock:
 
     def cancel(self, handle: object) -> None:
         IOLoop.current().remove_timeout(handle)  # type: ignore[arg-type]
+
+    def run_off_loop(self, name: str, work: Callable[[], None], done: Callable[[], None]) -> None:
+        """Run ``work()`` (which may block) on a new daemon thread, then ``done()``
+        on this IOLoop.  A daemon thread rather than an executor: a driver that
+        never lets go must not hold up the process's exit.  An exception of
+        ``work`` is logged; ``done`` runs anyway."""
+        loop = IOLoop.current()
+
+        def run() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("%s failed", name)
+            finally:
+                loop.add_callback(done)
+
+        threading.Thread(target=run, name=name, daemon=True).start()
 
 
 class _Slot:
@@ -93,7 +165,7 @@ def poll_interval_ms(fps: float) -> float:
 
 
 class FrameFeed:
-    """Fan-out of one camera's frames to many subscribers (IOLoop thread only)."""
+    """Fan-out of one source's frames to its outputs (IOLoop thread only)."""
 
     def __init__(
         self,
@@ -104,7 +176,6 @@ class FrameFeed:
         idle_timeout_s: float = 10.0,
         repeat_after_s: float = 1.0,
         stall_timeout_s: float = 30.0,
-        recorder: Recorder | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.camera = camera
@@ -117,29 +188,34 @@ class FrameFeed:
         self._slots: dict[Subscriber, _Slot] = {}
         self._behind: set[_Slot] = set()
         self._waiters: list[asyncio.Future[Frame]] = []
+        self._holds: set[Hold] = set()
+        self._sinks: dict[FrameSink, Hold] = {}
         self._timer: Timer | None = None
         self._idle_handle: object | None = None
+        #: A stop of the source is under way on a worker thread.
+        self._stopping = False
         self._seq = 0
         self._wire: dict[Encoder, bytes] = {}
         self._last_new_at = 0.0
         self._last_repeat_at = 0.0
         self._closed = False
+        #: Frames written (or being written) to viewers, and their bytes; one count per write.
         self.frames_sent = 0
+        self.bytes_sent = 0
+        #: New frames a busy viewer skipped; frames a viewer's rate cap held back.
         self.frames_skipped = 0
+        self.frames_capped = 0
         self.frames_repeated = 0
         self.camera_starts = 0
-        self.stalled_dropped = 0
-        self.bytes_sent = 0
-        #: Records the camera once :meth:`start_recording` is called.
-        self.recorder = recorder
+        self.viewers_stalled = 0
 
-    # -- subscribers --------------------------------------------------------
+    # -- viewers ------------------------------------------------------------
     @property
     def subscriber_count(self) -> int:
         return len(self._slots)
 
     def subscribe(self, sub: Subscriber) -> None:
-        """Add a subscriber; starts the camera if needed (raises CameraError)."""
+        """Add a viewer; starts the source if needed (raises CameraError)."""
         if self._closed:
             raise CameraError("the server is shutting down")
         self._activate()
@@ -150,21 +226,21 @@ class FrameFeed:
             self._behind.add(slot)
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        """Remove a subscriber (idempotent); the last one out arms the idle stop."""
+        """Remove a viewer (idempotent); the last output out arms the idle stop."""
         slot = self._slots.pop(sub, None)
         if slot is None:
             return
         self._behind.discard(slot)
         if slot.pending is not None:
-            _consume(slot.pending)
+            consume(slot.pending)
         self._maybe_idle()
 
     async def snapshot(self, timeout_s: float) -> Frame:
-        """The newest live frame; if the camera is cold or failing, start it and
+        """The newest live frame; if the source is cold or failing, start it and
         wait for its next live frame (never the "no signal" picture).
 
-        Raises CameraError if the camera cannot start, TimeoutError if no frame
-        comes within ``timeout_s``.  Keeps the camera warm for the idle timeout.
+        Raises CameraError if the source cannot start, TimeoutError if no frame
+        comes within ``timeout_s``.  Keeps the source warm for the idle timeout.
         """
         if self._closed:
             raise CameraError("the server is shutting down")
@@ -184,47 +260,81 @@ class FrameFeed:
                 waiter.cancel()
             self._maybe_idle()
 
-    # -- recording ----------------------------------------------------------
-    def start_recording(self) -> None:
-        """Record every live frame with the feed's recorder from now on, keeping
-        the camera running without viewers.  Raises OSError if its folder cannot
-        be used, CameraError if the camera cannot start."""
-        recorder = self.recorder
+    # -- holds and sinks ----------------------------------------------------
+    def hold(self, reason: str) -> Hold:
+        """Keep the source running with no viewer until the hold is released (a
+        recorder; later, viewers of other servers).  Starts the source now;
+        raises CameraError if it cannot start or the feed is closed."""
         if self._closed:
             raise CameraError("the server is shutting down")
-        if recorder is None or recorder.running:
-            return
-        recorder.start()
-        self.camera.frame_sink = recorder.put  # on the driver thread, whatever the IOLoop does
         self._activate()
-        self._maybe_idle()  # no viewer: no polling, but the camera runs on
+        hold = Hold(self, reason)
+        self._holds.add(hold)
+        self._maybe_idle()  # no viewer: no polling, but the source runs on
+        return hold
+
+    def _release(self, hold: Hold) -> None:
+        self._holds.discard(hold)
+        self._maybe_idle()
 
     @property
-    def recording(self) -> bool:
-        """True between :meth:`start_recording` and :meth:`close`."""
-        return self.recorder is not None and self.recorder.running
+    def held(self) -> bool:
+        """True while a hold keeps the source running."""
+        return bool(self._holds)
+
+    def attach(self, sink: FrameSink) -> None:
+        """Hand every frame of the source to ``sink`` from now on, on the source's
+        thread, and keep the source running for it (a hold) until :meth:`detach`
+        or :meth:`close`.  Raises CameraError if the source cannot start."""
+        if sink in self._sinks:
+            return
+        hold = self.hold(sink.kind)
+        self.camera.add_sink(sink.put)
+        self._sinks[sink] = hold
+
+    def detach(self, sink: FrameSink) -> None:
+        """Stop handing frames to ``sink`` and release its hold (idempotent).  The
+        caller closes the sink (off the loop: :meth:`FrameSink.close` may block)."""
+        hold = self._sinks.pop(sink, None)
+        if hold is None:
+            return
+        self.camera.remove_sink(sink.put)
+        hold.release()
+
+    @property
+    def sinks(self) -> tuple[FrameSink, ...]:
+        return tuple(self._sinks)
 
     # -- lifetime -----------------------------------------------------------
     def _activate(self) -> None:
+        """Make sure the source runs (or will, once a stop under way has ended)
+        and the poll timer ticks."""
         if self._idle_handle is not None:
             self._clock.cancel(self._idle_handle)
             self._idle_handle = None
-        if not self.camera.running:
-            self.camera.start()
-            self.camera_starts += 1
-            self._last_new_at = self._clock.monotonic()
+        if not self._stopping and not self.camera.running:
+            self._start_camera()
         if self._timer is None:
             self._timer = self._clock.periodic(self.tick, self.interval_ms)
         if not self._timer.is_running():
             self._timer.start()
+
+    def _start_camera(self) -> None:
+        self.camera.start()
+        self.camera_starts += 1
+        self._last_new_at = self._clock.monotonic()
+
+    def _wanted(self) -> bool:
+        """Whether any output wants the source now."""
+        return bool(self._slots or self._waiters or self._holds)
 
     def _maybe_idle(self) -> None:
         if self._slots or self._waiters or self._closed:
             return
         if self._timer is not None and self._timer.is_running():
             self._timer.stop()
-        if self.recording:
-            return  # the camera keeps running for the recording
+        if self._holds:
+            return  # the source keeps running for a hold
         if self._idle_handle is not None:
             self._clock.cancel(self._idle_handle)
         if self.camera.running:
@@ -234,38 +344,77 @@ class FrameFeed:
 
     def _idle_stop(self) -> None:
         self._idle_handle = None
-        if self._slots or self._waiters or self.recording:
+        if self._wanted() or self._stopping:
             return
         log.info("%s: no viewer for %g s, stopping the camera", self.name, self.idle_timeout_s)
-        self.camera.stop()
+        self._stopping = True
+        self._clock.run_off_loop(f"stop-{self.name}", self.camera.stop, self._stopped)
 
-    def close(self) -> None:
-        """Stop polling, end every subscriber, fail waiters and stop the camera."""
-        self._closed = True
-        if self._timer is not None:
-            self._timer.stop()
-        if self._idle_handle is not None:
-            self._clock.cancel(self._idle_handle)
-            self._idle_handle = None
+    def _stopped(self) -> None:
+        """The source's stop has ended (IOLoop): start it again if an output came meanwhile."""
+        self._stopping = False
+        if self._closed or not self._wanted():
+            return
+        try:
+            self._start_camera()
+        except CameraError as exc:
+            log.warning("%s: cannot start the camera again: %s", self.name, exc)
+            self._fail_outputs(exc)
+
+    def _fail_outputs(self, exc: CameraError) -> None:
+        """End every viewer and fail every waiter (a source that cannot start)."""
         slots = list(self._slots.values())
         self._slots.clear()
         self._behind.clear()
         for slot in slots:
             if slot.pending is not None:
-                _consume(slot.pending)
+                consume(slot.pending)
             slot.sub.feed_closed()
-        for waiter in self._waiters:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
             if not waiter.done():
-                waiter.set_exception(CameraError("the server is shutting down"))
-        self._waiters.clear()
-        self.camera.stop()
-        if self.recorder is not None and self.recorder.running:
-            self.camera.frame_sink = None
-            self.recorder.close()  # after the camera: every frame it made is written
+                waiter.set_exception(exc)
+        self._maybe_idle()
+
+    def close(self) -> asyncio.Future[None] | None:
+        """Stop polling, end every viewer, fail waiters; then, on a worker thread,
+        stop the source and close the sinks (after the source: every frame it
+        made is taken).  Returns a future done when that has finished, or None
+        (done already) when called without a running event loop.  Idempotent."""
+        if self._closed:
+            return None
+        self._closed = True
+        self._fail_outputs(CameraError("the server is shutting down"))
+        if self._timer is not None:
+            self._timer.stop()
+        if self._idle_handle is not None:
+            self._clock.cancel(self._idle_handle)
+            self._idle_handle = None
+        sinks = list(self._sinks)
+        self._sinks.clear()
+        self._holds.clear()
+        camera = self.camera
+
+        def work() -> None:
+            camera.stop()  # waits for a stop already under way
+            for sink in sinks:
+                camera.remove_sink(sink.put)
+                sink.close()
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work()
+            return None
+        done: asyncio.Future[None] = loop.create_future()
+        self._clock.run_off_loop(f"close-{self.name}", work, lambda: done.done() or done.set_result(None))
+        return done
 
     # -- the periodic callback ----------------------------------------------
     def tick(self) -> None:
-        """Poll the camera once and deliver; called by the periodic timer."""
+        """Poll the source once and deliver; called by the periodic timer."""
+        if self._stopping:
+            return  # what the source holds is from before the stop
         frame = self.camera.latest()
         if frame is None:
             return
@@ -296,7 +445,9 @@ class FrameFeed:
         """Start a write of ``frame`` to each free slot; mark busy ones as behind.
 
         A busy slot is counted as skipping when a *new* frame finds it busy;
-        it gets the newest frame as soon as its write completes.
+        it gets the newest frame as soon as its write completes.  A free slot
+        whose subscriber does not accept a frame now (its rate cap) is counted
+        as capped and not marked as having this frame.
         """
         wire = self._wire
         behind = self._behind
@@ -320,6 +471,10 @@ class FrameFeed:
                     self._drop(slot)
                     continue
             sub = slot.sub
+            behind.discard(slot)
+            if not sub.accepts():
+                self.frames_capped += 1
+                continue
             data = wire.get(sub.encoder)
             if data is None:
                 data = wire[sub.encoder] = sub.encoder(frame)
@@ -331,7 +486,6 @@ class FrameFeed:
             slot.pending_since = now
             self.bytes_sent += len(data)
             slot.last_seq = seq
-            behind.discard(slot)
             if repeat:
                 self.frames_repeated += 1
             else:
@@ -339,7 +493,7 @@ class FrameFeed:
 
     def _stalled(self, slot: _Slot) -> None:
         """A viewer that has taken nothing for ``stall_timeout_s``: disconnect it."""
-        self.stalled_dropped += 1
+        self.viewers_stalled += 1
         log.info("%s: disconnecting a viewer that took nothing for %g s", self.name, self.stall_timeout_s)
         self._drop(slot)
 
@@ -350,11 +504,10 @@ class FrameFeed:
 
     # -- reporting ----------------------------------------------------------
     def viewers_by_kind(self) -> dict[str, int]:
-        """How many subscribers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached."""
+        """How many viewers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached."""
         kinds: dict[str, int] = {}
         for sub in self._slots:
-            kind = getattr(sub, "kind", "other")
-            kinds[kind] = kinds.get(kind, 0) + 1
+            kinds[sub.kind] = kinds.get(sub.kind, 0) + 1
         return kinds
 
     def snapshot_failure(self, timeout_s: float) -> str:
@@ -365,7 +518,9 @@ class FrameFeed:
         return f"no frame from the camera within {timeout_s:g} s"
 
     def status(self) -> dict[str, Any]:
-        """A JSON-ready summary of the camera and the feed."""
+        """A JSON-ready summary of the source, the feed and its sinks (each
+        under its ``kind``, e.g. ``"recording"``).  Counter names are those of
+        ``/metrics`` without ``camstream_`` and ``_total``."""
         cam = self.camera
         frame = cam.latest() if cam.running else None
         return {
@@ -380,20 +535,27 @@ class FrameFeed:
             "height": frame.height if frame else cam.config.height,
             "quality": cam.config.quality,
             "subscribers": len(self._slots),
+            "viewers": self.viewers_by_kind(),
+            "frames_captured": cam.frames_captured,
             "frames_sent": self.frames_sent,
+            "bytes_sent": self.bytes_sent,
             "frames_skipped": self.frames_skipped,
+            "frames_capped": self.frames_capped,
             "frames_repeated": self.frames_repeated,
-            "stalled_dropped": self.stalled_dropped,
+            "viewers_stalled": self.viewers_stalled,
             "camera_starts": self.camera_starts,
+            "camera_failures": cam.failures,
             "last_frame_age_s": round(time.time() - frame.timestamp, 3) if frame else None,
             "poll_interval_ms": round(self.interval_ms, 2),
             "idle_timeout_s": self.idle_timeout_s,
-            "recording": self.recorder.status() if self.recorder and self.recorder.running else None,
+            "recording": None,
+            **{sink.kind: sink.status() for sink in self._sinks},
         }
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Retrieve a future's exception (now or when done) so none is logged as lost."""
+def consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a write future's exception (now or when done) so none is logged as
+    lost: a viewer that went away is not an error.  A cancelled future has none."""
     if future.done():
         if not future.cancelled():
             future.exception()

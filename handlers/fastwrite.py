@@ -18,6 +18,17 @@ formatting anything or allocating a Future when it can:
 
 TLS streams always go through ``IOStream.write`` (the raw socket would
 bypass the encryption).
+
+WebSocket frames are built once per frame by :func:`binary_frame` and written
+with :func:`write_now` onto the connection's stream, bypassing Tornado's
+``write_message`` (which would frame, and so copy, the bytes per client).
+That relies on two things Tornado does not promise, kept here in one place
+and checked by ``tests/test_fastwrite.py`` against the installed Tornado
+(setup.py pins the range they were checked on): the connection object of a
+``WebSocketHandler`` keeps its ``IOStream`` as ``.stream``
+(:func:`websocket_stream`), and with compression off Tornado frames a server
+message exactly as :func:`binary_frame` does, so both kinds of writes can
+share the stream.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import asyncio
 from typing import Any
 
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+from tornado.websocket import WebSocketProtocol
 
 
 def write_now(stream: IOStream, data: bytes) -> asyncio.Future[Any] | None:
@@ -45,3 +57,29 @@ def write_now(stream: IOStream, data: bytes) -> asyncio.Future[Any] | None:
     if sent == len(data):
         return None
     return stream.write(memoryview(data)[sent:])  # type: ignore[return-value]
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """``payload`` as one complete, unmasked WebSocket binary frame (RFC 6455 5.2):
+    FIN and opcode 2, no extension bits (no compression), the length in the
+    shortest form.  Pure function, any thread."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x82, size))
+    elif size < 1 << 16:
+        head = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 127)) + size.to_bytes(8, "big")
+    return head + payload
+
+
+def websocket_stream(connection: WebSocketProtocol) -> IOStream:
+    """The IOStream under a WebSocket connection (``handler.ws_connection``), to
+    write frames of :func:`binary_frame` onto.  Tornado keeps it in the
+    connection's ``stream`` attribute, which is not public API: this is the one
+    place that reads it, and a missing attribute raises AttributeError at once
+    rather than writing somewhere else."""
+    stream = connection.stream  # type: ignore[attr-defined]
+    if not isinstance(stream, IOStream):
+        raise AttributeError(f"Tornado's WebSocket connection has no IOStream in .stream (got {stream!r})")
+    return stream

@@ -27,7 +27,7 @@ from typing import Any
 from tornado.iostream import IOStream, StreamClosedError
 
 from cameras.base import CameraError, Frame
-from cameras.feed import FrameFeed, SubscriberGone
+from cameras.feed import FrameFeed, SubscriberGone, consume
 from handlers.base import NO_CACHE, BaseHandler
 from handlers.cors import answer_preflight, cors_headers
 from handlers.fastwrite import write_now
@@ -132,7 +132,7 @@ class MjpegHandler(BaseHandler):
         if framing == "img":
             opening += _IMG_PART_HEAD
         try:
-            self._consume(stream.write(opening))
+            consume(stream.write(opening))
         except StreamClosedError:
             self._on_close()
             return
@@ -147,6 +147,9 @@ class MjpegHandler(BaseHandler):
             self._on_close()
 
     # -- the Subscriber side ------------------------------------------------
+    def accepts(self) -> bool:
+        return True  # no rate cap: every frame the viewer is free for
+
     def send(self, data: bytes) -> asyncio.Future[Any] | None:
         stream = self._stream
         if stream is None or self._gone:
@@ -171,7 +174,3 @@ class MjpegHandler(BaseHandler):
             self.feed.subscriber_count,
             self.feed.name,
         )
-
-    @staticmethod
-    def _consume(future: asyncio.Future[Any]) -> None:
-        future.add_done_callback(lambda f: f.exception())

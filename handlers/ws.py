@@ -72,11 +72,11 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from cameras.base import CameraError, Frame
-from cameras.feed import FrameFeed, SubscriberGone
+from cameras.feed import FrameFeed, SubscriberGone, consume
 from cameras.jpeg import first_comment, insert_comment
 from handlers.base import admit
 from handlers.cors import origin_allowed
-from handlers.fastwrite import write_now
+from handlers.fastwrite import binary_frame, websocket_stream, write_now
 from handlers.limits import refuse_if_full
 from handlers.plain import write_short_error
 
@@ -107,20 +107,6 @@ def ws_message(frame: Frame) -> bytes:
     """
     text = b"%sseq=%d t=%.6f" % (_COMMENT_PREFIX, frame.seq, frame.timestamp)
     return insert_comment(frame.jpeg, text)
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """``payload`` as one complete, unmasked WebSocket binary frame (RFC 6455 5.2):
-    FIN and opcode 2, no extension bits (no compression), the length in the
-    shortest form."""
-    size = len(payload)
-    if size < 126:
-        head = bytes((0x82, size))
-    elif size < 1 << 16:
-        head = bytes((0x82, 126)) + size.to_bytes(2, "big")
-    else:
-        head = bytes((0x82, 127)) + size.to_bytes(8, "big")
-    return head + payload
 
 
 def ws_wire(frame: Frame) -> bytes:
@@ -162,7 +148,6 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.encoder = ws_wire
         self.repeat_stale = True
         self.fps_cap: float | None = None
-        self.frames_capped = 0
         self._next_due = -math.inf
         self._subscribed = False
         self._gone = False
@@ -201,7 +186,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
             "server_time": round(time.time(), 6),
             "max_message_bytes": MAX_CLIENT_MESSAGE_BYTES,
         }
-        _consume(self.write_message(json.dumps(hello)))
+        consume(self.write_message(json.dumps(hello)))
         try:
             self.feed.subscribe(self)
         except CameraError as exc:
@@ -246,32 +231,34 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         reply: dict[str, Any] = {"type": "reply", "fps": self.fps_cap, "server_time": round(time.time(), 6)}
         if "time" in request:
             reply["time"] = request["time"]
-        _consume(self.write_message(json.dumps(reply)))
+        consume(self.write_message(json.dumps(reply)))
 
     def _refuse(self, code: int, reason: str) -> None:
         log.info("ws viewer %s closed: %s (%d)", self.request.remote_ip, reason, code)
         self.close(code, reason)
 
     # -- the Subscriber side ------------------------------------------------
-    def send(self, data: bytes) -> asyncio.Future[Any] | None:
-        """Start sending ``data`` as one binary message; its future is done when written.
+    def accepts(self) -> bool:
+        """False while a frame would come sooner than this client's fps cap allows
+        (the feed counts it as capped); True otherwise, taking the slot."""
+        if self.fps_cap is None:
+            return True
+        now = self.clock()
+        if now < self._next_due:
+            return False
+        interval = 1.0 / self.fps_cap
+        # A deadline grid rather than "interval since the last send", so
+        # frames arriving with jitter still average close to the cap; a
+        # quarter interval of lateness is carried over, no more (no bursts).
+        self._next_due = max(self._next_due, now - interval / 4) + interval
+        return True
 
-        Under a client's frame-rate cap a frame that comes too early is not
-        sent (returns None: nothing in flight).  Raises SubscriberGone if the
-        socket is closed.
-        """
+    def send(self, data: bytes) -> asyncio.Future[Any] | None:
+        """Start sending ``data`` as one binary message; its future is done when
+        written, None if it went out at once.  Raises SubscriberGone if the
+        socket is closed."""
         if self._gone:
             raise SubscriberGone
-        if self.fps_cap is not None:
-            now = self.clock()
-            if now < self._next_due:
-                self.frames_capped += 1
-                return None
-            interval = 1.0 / self.fps_cap
-            # A deadline grid rather than "interval since the last send", so
-            # frames arriving with jitter still average close to the cap; a
-            # quarter interval of lateness is carried over, no more (no bursts).
-            self._next_due = max(self._next_due, now - interval / 4) + interval
         # ``data`` is a complete binary frame (ws_wire), shared by every client:
         # written straight to the connection's stream, not re-framed (and so
         # copied) per client by write_message.  Tornado's own writes (hello,
@@ -281,7 +268,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         if connection is None or connection.is_closing():
             raise SubscriberGone
         try:
-            return write_now(connection.stream, data)  # type: ignore[attr-defined]
+            return write_now(websocket_stream(connection), data)
         except StreamClosedError as exc:
             raise SubscriberGone from exc
 
@@ -313,8 +300,3 @@ def _reason(text: str) -> str:
     """A close reason fits in 123 bytes of UTF-8."""
     data = text.encode()[:120]
     return data.decode(errors="ignore")
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Retrieve a write future's exception so a closed socket is not logged."""
-    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())

@@ -153,23 +153,27 @@ class Recorder:
         self._last_sync = 0.0
         self._failed_until = 0.0
         self.frames_recorded = 0
-        #: Frames the queue dropped (the disk fell behind; IOLoop thread), and
+        #: Frames the queue dropped (the disk fell behind; the camera's thread), and
         #: frames not written while a write error lasts (writer thread).
         self.frames_overflowed = 0
         self.frames_not_written = 0
-        self.bytes_written = 0
-        self.segments_finished = 0
+        self.bytes_recorded = 0
+        self.segments_recorded = 0
         self.segments_deleted = 0
         self.error: str | None = None
 
-    # -- the IOLoop side ------------------------------------------------------
+    #: Its entry in the feed's status.
+    kind = "recording"
+
+    # -- the owner's side -----------------------------------------------------
     @property
     def running(self) -> bool:
         return self._thread is not None
 
     def start(self) -> None:
         """Create the folder, finish parts left by a crash, apply retention and
-        start the writer thread.  Raises OSError if the folder cannot be made."""
+        start the writer thread.  Blocking file I/O: call it off the IOLoop.
+        Raises OSError if the folder cannot be made or written."""
         if self._thread is not None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +186,11 @@ class Recorder:
         log.info("%s: recording to %s", self.camera, self.folder)
 
     def put(self, frame: Frame) -> None:
-        """Queue one frame for the disk; never blocks (drops the oldest when full)."""
+        """Queue one live frame for the disk (the "no signal" picture is not
+        recorded: an outage is a gap in time).  Any thread (the camera's);
+        never blocks: drops the oldest queued frame when full."""
+        if not frame.live:
+            return
         while True:
             try:
                 self._queue.put_nowait(frame)
@@ -195,7 +203,8 @@ class Recorder:
                     pass
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, finish the segment and stop the thread."""
+        """Write what is queued, finish the segment and stop the thread; blocks up
+        to ``timeout_s`` (off the IOLoop: the feed calls it on a worker thread)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -213,7 +222,7 @@ class Recorder:
             log.info("%s: recording stopped", self.camera)
 
     @property
-    def frames_dropped(self) -> int:
+    def frames_not_recorded(self) -> int:
         """Frames not recorded: the disk fell behind, or could not be written."""
         return self.frames_overflowed + self.frames_not_written
 
@@ -223,9 +232,9 @@ class Recorder:
             "directory": str(self.folder),
             "segment": self._writer_name or None,
             "frames_recorded": self.frames_recorded,
-            "frames_dropped": self.frames_dropped,
-            "bytes_written": self.bytes_written,
-            "segments_finished": self.segments_finished,
+            "frames_not_recorded": self.frames_not_recorded,
+            "bytes_recorded": self.bytes_recorded,
+            "segments_recorded": self.segments_recorded,
             "segments_deleted": self.segments_deleted,
             "error": self.error,
         }
@@ -265,7 +274,7 @@ class Recorder:
             writer = self._open_segment(frame)
         before = writer.bytes_written
         writer.add(frame.jpeg, round((frame.timestamp - writer.start_time) * 1000))
-        self.bytes_written += writer.bytes_written - before  # grows when a Cluster is written
+        self.bytes_recorded += writer.bytes_written - before  # grows when a Cluster is written
         self.frames_recorded += 1
         if self.error is not None:
             log.info("%s: recording again", self.camera)
@@ -292,7 +301,7 @@ class Recorder:
         )
         self._writer, self._writer_name = writer, name
         self._last_sync = time.monotonic()
-        self.bytes_written += writer.bytes_written
+        self.bytes_recorded += writer.bytes_written
         log.debug("%s: new segment %s", self.camera, name)
         return writer
 
@@ -311,8 +320,8 @@ class Recorder:
             writer.abandon()
             self._failed(exc)
             return
-        self.bytes_written += writer.bytes_written - before
-        self.segments_finished += 1
+        self.bytes_recorded += writer.bytes_written - before
+        self.segments_recorded += 1
         log.debug("%s: segment %s finished (%d frames)", self.camera, name, writer.frames)
         self._apply_retention()
 

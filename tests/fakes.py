@@ -61,6 +61,7 @@ class FakeCamera(Camera):
             48,
             live,
         )
+        self._emit(self._frame)
         return self._frame
 
 
@@ -88,6 +89,22 @@ class ManualClock:
         self.timers: list[ManualTimer] = []
         self.pending: dict[int, tuple[float, Callable[[], None]]] = {}
         self._next = 0
+        #: Work handed to worker threads: run at once, unless ``hold_workers`` is
+        #: set; then it waits in ``workers`` until :meth:`run_workers`.
+        self.hold_workers = False
+        self.workers: list[tuple[str, Callable[[], None], Callable[[], None]]] = []
+
+    def run_off_loop(self, name: str, work: Callable[[], None], done: Callable[[], None]) -> None:
+        self.workers.append((name, work, done))
+        if not self.hold_workers:
+            self.run_workers()
+
+    def run_workers(self) -> None:
+        """Finish the work handed to worker threads, in order, each then its ``done``."""
+        while self.workers:
+            _, work, done = self.workers.pop(0)
+            work()
+            done()
 
     def monotonic(self) -> float:
         return self.now
@@ -123,14 +140,21 @@ def identity(frame: Frame) -> bytes:
 class FakeSubscriber:
     """Records what it is sent; each write stays pending until :meth:`complete`."""
 
+    kind = "fake"
+
     def __init__(self, encoder: Callable[[Frame], bytes] = identity, *, repeat_stale: bool = False) -> None:
         self.encoder = encoder
         self.repeat_stale = repeat_stale
+        #: What accepts() answers (False: a rate cap holding frames back).
+        self.accepting = True
         self.sent: list[bytes] = []
         self.futures: list[concurrent.futures.Future[Any]] = []
         self.gone = False
         self.closed_by_feed = False
         self.auto_complete = False
+
+    def accepts(self) -> bool:
+        return self.accepting
 
     def send(self, data: bytes) -> concurrent.futures.Future[Any]:
         if self.gone:

@@ -147,3 +147,14 @@ def test_pages_use_relative_urls_only(name):
     absolute = re.findall(r"""(?:src|href)="/[^"]*"|["'`]/(?:ws|static|stream|status|snapshot)\b""", text)
     assert absolute == []
     assert "ws://" not in text and "http://" not in text.replace("http://this-server/", "")
+
+
+@pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize("name", ["index.html", "viewer.html", "kiosk.html", "cameras.html", "player.html"])
+async def test_templates_are_not_served_as_static_files(http_client, base_url, name):
+    # The pages are rendered from templates/; /static/ serves scripts and styles only.
+    for prefix in ("/static/", "/cameras/files/static/"):
+        response = await http_client.fetch(base_url + prefix + name, raise_error=False)
+        assert response.code == 404, prefix + name
+        assert b"{%" not in response.body and b"{{" not in response.body
+    assert not list(Path(server.asset_path("static")).glob("*.html"))
