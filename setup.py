@@ -8,10 +8,10 @@ HERE = Path(__file__).parent
 
 
 def version() -> str:
-    for line in (HERE / "server.py").read_text().splitlines():
+    for line in (HERE / "settings.py").read_text().splitlines():
         if line.startswith("__version__"):
             return line.split('"')[1]
-    raise RuntimeError("no __version__ in server.py")
+    raise RuntimeError("no __version__ in settings.py")
 
 
 setup(
@@ -22,7 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    py_modules=["server"],
+    py_modules=["server", "settings"],
     packages=["handlers", "cameras", "recording"],
     data_files=[
         (f"share/camstream/{folder}", [str(p) for p in sorted(Path(folder).glob("*")) if p.is_file()])

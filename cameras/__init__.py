@@ -11,7 +11,7 @@ import importlib
 
 from cameras.base import Camera, CameraConfig, CameraError, Frame
 
-__all__ = ["DRIVERS", "Camera", "CameraConfig", "CameraError", "Frame", "create_camera"]
+__all__ = ["DRIVERS", "Camera", "CameraConfig", "CameraError", "Frame", "check_driver", "create_camera"]
 
 DRIVERS: dict[str, str] = {
     "emulated": "cameras.emulated:EmulatedCamera",
@@ -22,17 +22,22 @@ DRIVERS: dict[str, str] = {
 }
 
 
+def check_driver(driver: str) -> str:
+    """``driver`` if it names a driver of :data:`DRIVERS` (its module is not
+    imported), else CameraError saying which names are known.  The one check of
+    a driver name: the command line, a config file and :func:`create_camera`."""
+    if not isinstance(driver, str) or driver not in DRIVERS:
+        raise CameraError(f"unknown camera driver {driver!r} (known: {', '.join(sorted(DRIVERS))})")
+    return driver
+
+
 def create_camera(driver: str, config: CameraConfig) -> Camera:
     """Build (not start) a camera of the named driver.
 
     Raises CameraError for an unknown name, a missing dependency or a bad
     configuration, with a message for people.
     """
-    target = DRIVERS.get(driver)
-    if target is None:
-        known = ", ".join(sorted(DRIVERS))
-        raise CameraError(f"unknown camera driver {driver!r} (known: {known})")
-    module_name, class_name = target.split(":")
+    module_name, class_name = DRIVERS[check_driver(driver)].split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -21,26 +21,51 @@ from the command line (or its default)::
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cameras import check_driver
 from cameras.base import CameraConfig, CameraError
 from recording.recorder import RecordSettings, parse_age, parse_size
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-_KEYS = {"driver", "source", "width", "height", "fps", "quality"}
-_RECORD_KEYS = {"record", "record_segment", "record_max_size", "record_max_age"}
-#: Shortest and longest segment, seconds.
-SEGMENT_LIMITS = (1.0, 86400.0)
-_LIMITS: dict[str, tuple[type, float, float]] = {
-    "width": (int, 16, 8192),
-    "height": (int, 16, 8192),
-    "fps": (float, 0.01, 120),
-    "quality": (int, 1, 100),
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A number setting's type and inclusive range, and what it is, for messages."""
+
+    kind: type[int] | type[float]
+    low: float
+    high: float
+    #: What the number is, for people: "a width in pixels", "seconds".
+    noun: str
+
+    def allows(self, value: float) -> bool:
+        """True if ``value`` lies in the range (never for NaN); the type is not checked."""
+        return not math.isnan(value) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """``"a width in pixels, 16-8192"``."""
+        return f"{self.noun}, {self.low:g}-{self.high:g}"
+
+
+#: The ranges of every number a camera's table (or the command line, for every
+#: camera) may set, by TOML key; the command line's options use these same ones.
+LIMITS: dict[str, Limit] = {
+    "width": Limit(int, 16, 8192, "a width in pixels"),
+    "height": Limit(int, 16, 8192, "a height in pixels"),
+    "fps": Limit(float, 0.01, 120, "frames per second"),
+    "quality": Limit(int, 1, 100, "a JPEG quality"),
+    "record_segment": Limit(float, 1, 86400, "seconds"),
 }
+_CONFIG_NUMBERS = ("width", "height", "fps", "quality")
+#: Every key a ``[cameras.NAME]`` table may have.
+KEYS = frozenset({"driver", "source", *LIMITS, "record", "record_max_size", "record_max_age"})
 
 
 @dataclass(frozen=True)
@@ -64,35 +89,32 @@ def check_name(name: str) -> str:
     return name
 
 
-def parse_camera_arg(
-    text: str, defaults: CameraConfig, drivers: set[str], record: RecordSettings | None = None
-) -> CameraSpec:
+def parse_camera_arg(text: str, defaults: CameraConfig, record: RecordSettings | None = None) -> CameraSpec:
     """One ``--camera`` value: ``DRIVER``, ``NAME=DRIVER`` or ``NAME=DRIVER:SOURCE``.
 
     The unnamed form is named after its driver.  A source given in the value
-    wins over ``--source``.  Raises CameraError with a message for people.
+    wins over ``--source``.  Raises CameraError with a message for people (an
+    unknown driver: :func:`cameras.check_driver`'s).
     """
     name, sep, rest = text.partition("=")
     if not sep:
         name, rest = "", text
     driver, colon, source = rest.partition(":")
-    driver = driver.strip()
-    if driver not in drivers:
-        raise CameraError(f"unknown camera {driver!r} (known: {', '.join(sorted(drivers))})")
+    driver = check_driver(driver.strip())
     name = check_name(name.strip() or driver)
     config = replace(defaults, name=name, source=source if colon else defaults.source)
     return CameraSpec(name, driver, config, record)
 
 
 def _number(camera: str, key: str, value: Any) -> float:
-    kind, low, high = _LIMITS[key]
+    limit = LIMITS[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CameraError(f"camera {camera!r}: {key} must be a number")
-    if kind is int and not float(value).is_integer():
+    if limit.kind is int and not float(value).is_integer():
         raise CameraError(f"camera {camera!r}: {key} must be a whole number")
-    if not low <= value <= high:
-        raise CameraError(f"camera {camera!r}: {key} {value} is out of range ({low:g}-{high:g})")
-    return kind(value)
+    if not limit.allows(value):
+        raise CameraError(f"camera {camera!r}: {key} {value} is out of range ({limit.low:g}-{limit.high:g})")
+    return limit.kind(value)
 
 
 def _record(camera: str, table: dict[str, Any], base: RecordSettings) -> RecordSettings | None:
@@ -111,11 +133,13 @@ def _record(camera: str, table: dict[str, Any], base: RecordSettings) -> RecordS
         raise CameraError(f"camera {camera!r}: record must be a folder, true or false")
     segment_s = base.segment_s
     if "record_segment" in table:
-        low, high = SEGMENT_LIMITS
+        limit = LIMITS["record_segment"]
         segment_s = table["record_segment"]
         number = isinstance(segment_s, int | float) and not isinstance(segment_s, bool)
-        if not number or not low <= segment_s <= high:
-            raise CameraError(f"camera {camera!r}: record_segment must be {low:g}-{high:g} seconds")
+        if not number or not limit.allows(segment_s):
+            raise CameraError(
+                f"camera {camera!r}: record_segment must be {limit.low:g}-{limit.high:g} seconds"
+            )
     try:
         max_bytes = parse_size(table["record_max_size"]) if "record_max_size" in table else base.max_bytes
         max_age_s = parse_age(table["record_max_age"]) if "record_max_age" in table else base.max_age_s
@@ -126,9 +150,7 @@ def _record(camera: str, table: dict[str, Any], base: RecordSettings) -> RecordS
     return RecordSettings(directory, float(segment_s), max_bytes, max_age_s)
 
 
-def load_config(
-    path: str, defaults: CameraConfig, drivers: set[str], record: RecordSettings | None = None
-) -> list[CameraSpec]:
+def load_config(path: str, defaults: CameraConfig, record: RecordSettings | None = None) -> list[CameraSpec]:
     """The cameras of a TOML file, in file order; raises CameraError naming the problem.
 
     ``record`` is the command line's recording (its folder empty if none),
@@ -148,18 +170,18 @@ def load_config(
         check_name(name)
         if not isinstance(table, dict):
             raise CameraError(f"--config {path}: cameras.{name} must be a table")
-        unknown = set(table) - _KEYS - _RECORD_KEYS
+        unknown = set(table) - KEYS
         if unknown:
             raise CameraError(f"camera {name!r}: unknown setting {sorted(unknown)[0]!r}")
         driver = table.get("driver", "")
-        if driver not in drivers:
-            raise CameraError(
-                f"camera {name!r}: unknown driver {driver!r} (known: {', '.join(sorted(drivers))})"
-            )
+        try:
+            check_driver(driver)
+        except CameraError as exc:
+            raise CameraError(f"camera {name!r}: {exc}") from None
         source = table.get("source", defaults.source)
         if source is not None and not isinstance(source, str | int):
             raise CameraError(f"camera {name!r}: source must be a string")
-        numbers = {key: _number(name, key, table[key]) for key in _LIMITS if key in table}
+        numbers = {key: _number(name, key, table[key]) for key in _CONFIG_NUMBERS if key in table}
         config = replace(defaults, name=name, source=None if source is None else str(source), **numbers)
         specs.append(CameraSpec(name, driver, config, _record(name, table, record)))
     return specs

@@ -72,7 +72,7 @@ def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 @pytest.fixture
 def settings(frames_dir: Path) -> server.Settings:
     """The files camera over the colour frames at 30 fps; override per module."""
-    return server.Settings(camera="files", source=str(frames_dir), fps=30, idle_timeout_s=10)
+    return server.Settings.single("files", str(frames_dir), fps=30, idle_timeout_s=10)
 
 
 @pytest.fixture

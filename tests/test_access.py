@@ -47,9 +47,9 @@ def basic(user: str, password: str) -> str:
 
 @pytest.fixture
 def settings(frames_dir: Path) -> server.Settings:
-    return server.Settings(
-        camera="files",
-        source=str(frames_dir),
+    return server.Settings.single(
+        "files",
+        str(frames_dir),
         fps=30,
         auth=f"{USER}:{PASSWORD}",
         token=TOKEN,

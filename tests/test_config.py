@@ -7,7 +7,6 @@ import pytest
 from cameras.base import CameraConfig, CameraError
 from cameras.config import check_unique, load_config, parse_camera_arg
 
-DRIVERS = {"emulated", "files", "mjpeg"}
 DEFAULTS = CameraConfig(source=None, width=640, height=480, fps=30, quality=80)
 
 
@@ -27,33 +26,33 @@ DEFAULTS = CameraConfig(source=None, width=640, height=480, fps=30, quality=80)
     ],
 )
 def test_camera_values(text, name, driver, source):
-    spec = parse_camera_arg(text, DEFAULTS, DRIVERS)
+    spec = parse_camera_arg(text, DEFAULTS)
     assert (spec.name, spec.driver, spec.config.source, spec.config.name) == (name, driver, source, name)
     assert spec.config.fps == 30
 
 
 def test_source_option_applies_when_the_value_has_none():
-    spec = parse_camera_arg("files", CameraConfig(source="/x"), DRIVERS)
+    spec = parse_camera_arg("files", CameraConfig(source="/x"))
     assert spec.config.source == "/x"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("webcam", "unknown camera 'webcam'"),
+        ("webcam", "unknown camera driver 'webcam'"),
         ("Garage=emulated", "camera name 'Garage'"),
         ("a b=emulated", "camera name 'a b'"),
         ("../x=emulated", "camera name"),
-        ("=nosuch", "unknown camera 'nosuch'"),
+        ("=nosuch", "unknown camera driver 'nosuch'"),
     ],
 )
 def test_bad_camera_values(text, message):
     with pytest.raises(CameraError, match=message.replace(".", r"\.")):
-        parse_camera_arg(text, DEFAULTS, DRIVERS)
+        parse_camera_arg(text, DEFAULTS)
 
 
 def test_duplicate_names_are_refused():
-    specs = [parse_camera_arg("emulated", DEFAULTS, DRIVERS), parse_camera_arg("emulated", DEFAULTS, DRIVERS)]
+    specs = [parse_camera_arg("emulated", DEFAULTS), parse_camera_arg("emulated", DEFAULTS)]
     with pytest.raises(CameraError, match="two cameras are named 'emulated'"):
         check_unique(specs)
 
@@ -74,7 +73,7 @@ source = "/srv/door"
 quality = 60
 """
     )
-    garage, door = load_config(str(path), DEFAULTS, DRIVERS)
+    garage, door = load_config(str(path), DEFAULTS)
     assert (garage.name, garage.driver) == ("garage", "emulated")
     assert (garage.config.width, garage.config.height, garage.config.fps, garage.config.quality) == (
         320,
@@ -95,7 +94,7 @@ quality = 60
     [
         ("not toml [", "not valid TOML"),
         ("[other]\nx = 1", "no \\[cameras.NAME\\] tables"),
-        ('[cameras.a]\ndriver = "nosuch"', "unknown driver 'nosuch'"),
+        ('[cameras.a]\ndriver = "nosuch"', "camera 'a': unknown camera driver 'nosuch'"),
         ('[cameras.a]\ndriver = "emulated"\nfps = 0', "fps 0 is out of range"),
         ('[cameras.a]\ndriver = "emulated"\nwidth = "wide"', "width must be a number"),
         ('[cameras.a]\ndriver = "emulated"\nwidth = 10.5', "width must be a whole number"),
@@ -107,9 +106,9 @@ def test_bad_config_files(tmp_path, text, message):
     path = tmp_path / "cameras.toml"
     path.write_text(text)
     with pytest.raises(CameraError, match=message):
-        load_config(str(path), DEFAULTS, DRIVERS)
+        load_config(str(path), DEFAULTS)
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(CameraError, match="No such file"):
-        load_config(str(tmp_path / "none.toml"), DEFAULTS, DRIVERS)
+        load_config(str(tmp_path / "none.toml"), DEFAULTS)

@@ -25,7 +25,7 @@ from tests.mjpeg_client import StreamReader, open_stream, read_parts
 
 @pytest.fixture
 def settings(frames_dir: Path) -> server.Settings:
-    return server.Settings(camera="files", source=str(frames_dir), fps=30, max_clients=2)
+    return server.Settings.single("files", str(frames_dir), fps=30, max_clients=2)
 
 
 # -- --max-clients --------------------------------------------------------------

@@ -95,34 +95,34 @@ def test_repeated_camera_options(tmp_path):
     settings = server.parse_settings(
         ["--camera", "door=files:/srv/door", "--camera", "yard=emulated", "--fps", "12"], env={}
     )
-    assert [(s.name, s.driver, s.config.source) for s in settings.camera_specs()] == [
+    assert [(s.name, s.driver, s.config.source) for s in settings.cameras] == [
         ("door", "files", "/srv/door"),
         ("yard", "emulated", None),
     ]
-    assert all(s.config.fps == 12 for s in settings.camera_specs())
+    assert all(s.config.fps == 12 for s in settings.cameras)
     # --camera wins over $CAMERA; the unnamed form is named after its driver.
     settings = server.parse_settings(["--camera", "emulated"], env={"CAMERA": "files"})
-    assert [(s.name, s.driver) for s in settings.camera_specs()] == [("emulated", "emulated")]
+    assert [(s.name, s.driver) for s in settings.cameras] == [("emulated", "emulated")]
 
 
 def test_config_file_then_camera_options(tmp_path):
     path = tmp_path / "cameras.toml"
     path.write_text('[cameras.porch]\ndriver = "emulated"\nfps = 5\n\n[cameras.shed]\ndriver = "emulated"\n')
     settings = server.parse_settings(["--config", str(path), "--camera", "gate=emulated"], env={})
-    assert [(s.name, s.config.fps) for s in settings.camera_specs()] == [
+    assert [(s.name, s.config.fps) for s in settings.cameras] == [
         ("porch", 5),
         ("shed", 30),
         ("gate", 30),
     ]
     settings = server.parse_settings([], env={"CAMSTREAM_CONFIG": str(path)})
-    assert [s.name for s in settings.camera_specs()] == ["porch", "shed"]
+    assert [s.name for s in settings.cameras] == ["porch", "shed"]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--camera", "a=emulated", "--camera", "a=emulated"], "two cameras are named 'a'"),
-        (["--camera", "a=emulated", "--camera", "b=webcam"], "unknown camera 'webcam'"),
+        (["--camera", "a=emulated", "--camera", "b=webcam"], "unknown camera driver 'webcam'"),
         (["--camera", "Big Door=emulated"], "camera name 'Big Door'"),
         (["--camera", "a=emulated", "--camera", "b=files:/nonexistent"], "camera 'b': --source /nonexistent"),
         (["--config", "/nonexistent.toml"], "--config /nonexistent.toml"),

@@ -64,7 +64,7 @@ class TestSilentCamera:
 
     @pytest.fixture
     def settings(self, frames_dir):
-        return server.Settings(camera="files", source=str(frames_dir), snapshot_timeout_s=0.2)
+        return server.Settings.single("files", str(frames_dir), snapshot_timeout_s=0.2)
 
     @pytest.fixture
     def feed(self):

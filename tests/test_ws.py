@@ -46,8 +46,8 @@ ALLOWED = "http://good.example"
 
 @pytest.fixture
 def settings(frames_dir: Path) -> server.Settings:
-    return server.Settings(
-        camera="files", source=str(frames_dir), fps=30, idle_timeout_s=10, allow_origins=(ALLOWED,)
+    return server.Settings.single(
+        "files", str(frames_dir), fps=30, idle_timeout_s=10, allow_origins=(ALLOWED,)
     )
 
 

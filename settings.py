@@ -1,0 +1,615 @@
+"""The server's settings: one table of options, the command line built from it, and :class:`Settings`.
+
+Every option is written once, in :data:`OPTIONS`: its flag, its environment
+variable (``CAMSTREAM_<NAME>``), its default, how its text is read (with its
+range, for a number), its help, its group, and for the options that apply to
+every camera the key a config file's ``[cameras.NAME]`` table sets it with.
+The command line wins over the environment, which wins over the default.  The
+ranges of the per-camera numbers are :data:`cameras.config.LIMITS`, the same
+ones a config file is checked against; tests/test_settings.py checks the
+README's table of options against this one.
+
+    settings = parse_settings(sys.argv[1:], os.environ)   # exits 2 with one line on a bad value
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from cameras import DRIVERS, CameraConfig, CameraError
+from cameras.config import LIMITS, CameraSpec, Limit, check_unique, load_config, parse_camera_arg
+from handlers.cors import normalize_origin
+from handlers.pages import clean_prefix
+from recording.recorder import RecordSettings, parse_age, parse_size
+
+__version__ = "0.1.0"
+
+ENV_PREFIX = "CAMSTREAM_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: The option groups, in order: name to the title ``--help`` shows.
+GROUPS: dict[str, str] = {
+    "network": "network",
+    "access": "access (default: anyone who can reach the port)",
+    "camera": "camera",
+    "recording": "recording (default: none)",
+    "other": "other",
+}
+
+#: What an option's value goes into (:attr:`Option.into`).
+SERVER, CAMERA, RECORD, CAMERAS = "server", "camera", "record", "cameras"
+
+
+# -- reading values -------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One clear line and status 2, no usage dump (control characters of the
+        offending value shown escaped, so the message stays one line)."""
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: error: {shown}\n")
+
+
+def _number(limit: Limit) -> Callable[[str], float]:
+    """An argparse type: a number of ``limit``'s kind within its range (never NaN)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = limit.kind(text)
+        except ValueError:
+            number = "a whole number" if limit.kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {number} ({limit.describe()})") from None
+        if not limit.allows(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range ({limit.describe()})")
+        return value
+
+    return convert
+
+
+def _credentials(text: str) -> str:
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise argparse.ArgumentTypeError("give USER:PASSWORD, both not empty")
+    if any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError("control characters are not allowed")
+    return text
+
+
+def _token(text: str) -> str:
+    if len(text) < 8 or not all(33 <= ord(c) < 127 for c in text):
+        raise argparse.ArgumentTypeError("a token is at least 8 printable ASCII characters, no spaces")
+    return text
+
+
+def _secret_file(check: Callable[[str], str]) -> Callable[[str], str]:
+    """The first line of a file, checked like the option it replaces (exit 2 if unreadable)."""
+
+    def convert(path: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                line = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise argparse.ArgumentTypeError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            return check(line)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{path}: {exc}") from None
+
+    return convert
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser that raises ValueError with a message for people."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _folder(text: str) -> str:
+    if not text.strip() or any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError("give a folder")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def _base_path(text: str) -> str:
+    """``/webcam`` (a trailing slash dropped; ``""`` or ``/``: none)."""
+    if not text:
+        return ""
+    path = clean_prefix(text)
+    if path is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a URL path like /webcam: a leading slash, then letters, digits, "
+            "'-', '.', '_' or '~' between single slashes, no '.' or '..' segment"
+        )
+    return path
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """One origin, or several separated by commas (the environment's form)."""
+    try:
+        return tuple(normalize_origin(item) for item in text.split(",") if item.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _ExtendOrigins(argparse.Action):
+    """Repeatable option whose first use on the command line replaces the
+    environment's value instead of adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        current = getattr(namespace, self.dest)
+        if current is self.default or not isinstance(current, tuple):
+            current = ()
+        setattr(namespace, self.dest, current + tuple(values))
+
+
+# -- the table ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Option:
+    """One option of the server: what the command line, the environment, ``--help``,
+    the README and a config file need to know of it."""
+
+    flag: str
+    #: A key of :data:`GROUPS`.
+    group: str
+    #: For ``--help``; " (default X)" is added when there is a default.
+    help: str
+    #: The value (already read) when neither the command line nor the environment gives one.
+    default: Any = None
+    #: Text to value, raising ``argparse.ArgumentTypeError``; None: the text
+    #: itself, or a number within ``limit``.
+    parse: Callable[[str], Any] | None = None
+    #: The type and range of a number; a per-camera number's is the config
+    #: file's (:data:`cameras.config.LIMITS`), not written here.
+    limit: Limit | None = None
+    metavar: str | None = None
+    #: What the value goes into: :class:`Settings` (SERVER), every camera's
+    #: :class:`CameraConfig` (CAMERA), every camera's :class:`RecordSettings`
+    #: (RECORD), or the list of cameras itself (CAMERAS).
+    into: str = SERVER
+    #: The attribute of ``into`` it sets; the flag's name with ``_`` if empty.
+    field: str = ""
+    #: Its key in a ``[cameras.NAME]`` table of a config file, if a camera can set its own.
+    toml: str | None = None
+    #: The environment variables read (the first set wins); None: ``CAMSTREAM_<NAME>``.
+    env: tuple[str, ...] | None = None
+    #: Options of the same name here are mutually exclusive (two forms of one setting).
+    exclusive: str | None = None
+    #: The argparse destination, when two flags set one setting; the field's name if None.
+    dest: str | None = None
+    action: str | type[argparse.Action] | None = None
+
+    @property
+    def name(self) -> str:
+        """The flag without its dashes: ``"max-clients"``."""
+        return self.flag.removeprefix("--")
+
+    @property
+    def attribute(self) -> str:
+        """The attribute of :attr:`into` it sets."""
+        return self.field or self.name.replace("-", "_")
+
+    @property
+    def destination(self) -> str:
+        """The argparse destination (shared by the two forms of one setting)."""
+        return self.dest or self.attribute
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """The environment variables it is read from, first first; () for none."""
+        if self.env is not None:
+            return self.env
+        return (ENV_PREFIX + self.name.upper().replace("-", "_"),)
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the help and the README show it: ``"30"``, ``"none"``."""
+        if self.default is None or self.default in ("", ()):
+            return "none"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+    @property
+    def number(self) -> Limit | None:
+        """The type and range of a number option (None for the others)."""
+        return self.limit or LIMITS.get(self.toml or "")
+
+    def reader(self) -> Callable[[str], Any] | None:
+        """The argparse type: text to value, raising ``argparse.ArgumentTypeError``."""
+        limit = self.number
+        return _number(limit) if limit else self.parse
+
+    def help_text(self) -> str:
+        """The help with its range and default, for ``--help``."""
+        limit = self.number
+        text = f"{self.help}, {limit.low:g}-{limit.high:g}" if limit else self.help
+        shown = self.shown_default
+        return text if shown == "none" else f"{text} (default {shown})"
+
+
+_CAMERA_DEFAULTS = CameraConfig()
+_RECORD_DEFAULTS = RecordSettings("")
+_CAMERA_ENV = (ENV_PREFIX + "CAMERA", "CAMERA")
+
+#: Every option, grouped and in the order of ``--help`` (and of the README).
+OPTIONS: tuple[Option, ...] = (
+    Option("--host", "network", "address to listen on; 0.0.0.0 for all", default="127.0.0.1"),
+    Option(
+        "--port",
+        "network",
+        "TCP port; 0 picks a free one",
+        default=8080,
+        limit=Limit(int, 0, 65535, "a port number"),
+    ),
+    Option(
+        "--allow-origin",
+        "network",
+        "also accept WebSocket connections from pages of ORIGIN (scheme://host[:port]); "
+        "repeatable; the environment takes a comma-separated list (default: same origin only)",
+        default=(),
+        parse=_origins,
+        metavar="ORIGIN",
+        field="allow_origins",
+        action=_ExtendOrigins,
+    ),
+    Option("--certfile", "network", "serve HTTPS and WSS with this certificate chain (PEM)", metavar="PEM"),
+    Option("--keyfile", "network", "the private key of --certfile (if not in the same file)", metavar="PEM"),
+    Option(
+        "--max-clients",
+        "network",
+        "streams (MJPEG and WebSocket, every camera) at once; more get 503",
+        default=500,
+        limit=Limit(int, 1, 100000, "a number of clients"),
+    ),
+    Option(
+        "--stall-timeout",
+        "network",
+        "disconnect a viewer that has taken no bytes for this many seconds",
+        default=30.0,
+        limit=Limit(float, 1, 86400, "seconds"),
+        field="stall_timeout_s",
+    ),
+    Option(
+        "--base-path",
+        "network",
+        "serve every URL under PATH (e.g. /webcam), for a reverse proxy that passes "
+        "the path unchanged; / then redirects to PATH/ (default: none, at the root)",
+        default="",
+        parse=_base_path,
+        metavar="PATH",
+    ),
+    Option(
+        "--auth",
+        "access",
+        "HTTP Basic authentication for every URL",
+        parse=_credentials,
+        metavar="USER:PASSWORD",
+        exclusive="auth",
+    ),
+    Option(
+        "--auth-file",
+        "access",
+        "the same, read from the first line of a file (not visible in the process list)",
+        parse=_secret_file(_credentials),
+        metavar="PATH",
+        field="auth",
+        env=(),
+        exclusive="auth",
+    ),
+    Option(
+        "--token",
+        "access",
+        "also accept this token, as ?token=TOKEN on any URL or Authorization: Bearer TOKEN",
+        parse=_token,
+        exclusive="token",
+    ),
+    Option(
+        "--token-file",
+        "access",
+        "the same, read from the first line of a file",
+        parse=_secret_file(_token),
+        metavar="PATH",
+        field="token",
+        env=(),
+        exclusive="token",
+    ),
+    Option(
+        "--camera",
+        "camera",
+        f"a camera: driver {', '.join(sorted(DRIVERS))}, optionally named (its URLs are "
+        "/cameras/NAME/...) and with its source; repeat for several cameras",
+        default="emulated",
+        metavar="[NAME=]DRIVER[:SOURCE]",
+        into=CAMERAS,
+        field="cameras",
+        env=_CAMERA_ENV,
+        action="append",
+    ),
+    Option(
+        "--config",
+        "camera",
+        "a TOML file of cameras, one [cameras.NAME] table each with driver, source, "
+        "width, height, fps, quality (see the README)",
+        metavar="FILE",
+        into=CAMERAS,
+    ),
+    Option(
+        "--source",
+        "camera",
+        "driver-specific source: files: a folder of .jpg files; opencv: a device index, "
+        "a video file or a stream URL; mjpeg: http://[user:pass@]host/path; picamera2: a camera number",
+        default=_CAMERA_DEFAULTS.source,
+        into=CAMERA,
+        toml="source",
+    ),
+    Option(
+        "--fps",
+        "camera",
+        "frames per second",
+        default=_CAMERA_DEFAULTS.fps,
+        into=CAMERA,
+        toml="fps",
+    ),
+    Option(
+        "--width",
+        "camera",
+        "frame width in pixels",
+        default=_CAMERA_DEFAULTS.width,
+        into=CAMERA,
+        toml="width",
+    ),
+    Option(
+        "--height",
+        "camera",
+        "frame height in pixels",
+        default=_CAMERA_DEFAULTS.height,
+        into=CAMERA,
+        toml="height",
+    ),
+    Option(
+        "--quality",
+        "camera",
+        "JPEG quality",
+        default=_CAMERA_DEFAULTS.quality,
+        into=CAMERA,
+        toml="quality",
+    ),
+    Option(
+        "--idle-timeout",
+        "camera",
+        "stop the camera this many seconds after the last viewer leaves",
+        default=10.0,
+        limit=Limit(float, 0, 86400, "seconds"),
+        field="idle_timeout_s",
+    ),
+    Option(
+        "--snapshot-timeout",
+        "camera",
+        "how many seconds a snapshot waits for a cold camera's first frame",
+        default=5.0,
+        limit=Limit(float, 0.1, 600, "seconds"),
+        field="snapshot_timeout_s",
+    ),
+    Option(
+        "--record",
+        "recording",
+        "record every camera (the JPEGs as they are, in Matroska segment files) "
+        "into DIR/NAME/, keeping the cameras running; a config file can set it per camera",
+        parse=_folder,
+        metavar="DIR",
+        into=RECORD,
+        field="directory",
+        toml="record",
+    ),
+    Option(
+        "--record-segment",
+        "recording",
+        "seconds per segment file; segments end on multiples of it",
+        default=_RECORD_DEFAULTS.segment_s,
+        metavar="SECONDS",
+        into=RECORD,
+        field="segment_s",
+        toml="record_segment",
+    ),
+    Option(
+        "--record-max-size",
+        "recording",
+        "keep at most this much per camera (500M, 20G, 1T), deleting the oldest segments",
+        default=_RECORD_DEFAULTS.max_bytes,
+        parse=_parsed(parse_size),
+        metavar="SIZE",
+        into=RECORD,
+        field="max_bytes",
+        toml="record_max_size",
+    ),
+    Option(
+        "--record-max-age",
+        "recording",
+        "delete segments older than this (90m, 36h, 7d, 2w)",
+        default=_RECORD_DEFAULTS.max_age_s,
+        parse=_parsed(parse_age),
+        metavar="AGE",
+        into=RECORD,
+        field="max_age_s",
+        toml="record_max_age",
+    ),
+    Option(
+        "--log-level",
+        "other",
+        f"{', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}",
+        default="info",
+        parse=_log_level,
+    ),
+)
+
+#: The options by flag (``"--port"``).
+BY_FLAG: dict[str, Option] = {option.flag: option for option in OPTIONS}
+
+
+def _default(attribute: str) -> Any:
+    """The table's default of a :class:`Settings` attribute."""
+    return next(o.default for o in OPTIONS if o.into == SERVER and o.attribute == attribute)
+
+
+def _default_cameras() -> tuple[CameraSpec, ...]:
+    driver = BY_FLAG["--camera"].default
+    return (CameraSpec(driver, driver, CameraConfig(name=driver)),)
+
+
+# -- the settings ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server is told at start; built once in ``main()`` by
+    :func:`parse_settings` (tests: :meth:`single`).  The defaults are the table's."""
+
+    host: str = _default("host")
+    port: int = _default("port")
+    #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` besides the page's own.
+    allow_origins: tuple[str, ...] = _default("allow_origins")
+    #: TLS certificate chain and private key (PEM); HTTPS and WSS when set.
+    certfile: str | None = _default("certfile")
+    keyfile: str | None = _default("keyfile")
+    #: Streams (MJPEG and WebSocket, all cameras) at once; more get 503.
+    max_clients: int = _default("max_clients")
+    #: A viewer that takes no bytes for this long is disconnected.
+    stall_timeout_s: float = _default("stall_timeout_s")
+    #: Every URL under this path (``/webcam``, no trailing slash), for a reverse
+    #: proxy that passes the path unchanged; ``""``: at the root.
+    base_path: str = _default("base_path")
+    #: ``USER:PASSWORD`` for HTTP Basic authentication, or None.
+    auth: str | None = _default("auth")
+    #: An access token (``?token=`` or ``Authorization: Bearer``), or None.
+    token: str | None = _default("token")
+    idle_timeout_s: float = _default("idle_timeout_s")
+    snapshot_timeout_s: float = _default("snapshot_timeout_s")
+    log_level: str = _default("log_level")
+    #: Every camera of the server, in order, each with its own size, rate,
+    #: quality and recording; the first also answers at the short URLs.  Never empty.
+    cameras: tuple[CameraSpec, ...] = dataclasses.field(default_factory=_default_cameras)
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ValueError("Settings need at least one camera")
+
+    @classmethod
+    def single(
+        cls,
+        driver: str = "emulated",
+        source: str | None = None,
+        *,
+        name: str | None = None,
+        record: RecordSettings | None = None,
+        **values: Any,
+    ) -> Settings:
+        """The settings of one camera of ``driver`` over ``source``, named ``name``
+        (else after its driver): ``values`` are the camera's ``width``, ``height``,
+        ``fps`` and ``quality`` and any other attribute of Settings, the rest
+        defaults.  Raises TypeError for an unknown keyword; the driver is checked
+        only when the camera is built."""
+        camera_keys = {f.name for f in dataclasses.fields(CameraConfig)} - {"name", "source"}
+        config = {key: values.pop(key) for key in list(values) if key in camera_keys}
+        name = name or driver
+        spec = CameraSpec(name, driver, CameraConfig(name=name, source=source, **config), record)
+        return cls(cameras=(spec,), **values)
+
+
+# -- the command line -----------------------------------------------------------
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line of :data:`OPTIONS`; an option's default is its environment
+    variable's value if set (read like the command line's), else the table's."""
+    parser = _Parser(
+        prog="server.py",
+        description="Serve a live camera as Motion-JPEG and over WebSocket. "
+        f"Each option can also be set in the environment as {ENV_PREFIX}NAME "
+        "(for example CAMSTREAM_PORT=8000); CAMERA=NAME selects the camera as well.",
+    )
+    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
+    exclusive: dict[str, Any] = {}
+    for option in OPTIONS:
+        group = groups[option.group]
+        if option.exclusive:
+            if option.exclusive not in exclusive:
+                exclusive[option.exclusive] = group.add_mutually_exclusive_group()
+            group = exclusive[option.exclusive]
+        kwargs: dict[str, Any] = {
+            "dest": option.destination,
+            "help": option.help_text(),
+            "metavar": option.metavar or option.name.upper().replace("-", "_"),
+        }
+        if option.action == "append":
+            # Read in _camera_specs: the environment's camera applies only
+            # when neither the command line nor a config file gives any.
+            kwargs.update(action="append", default=None)
+        else:
+            names = option.env_names
+            kwargs["default"] = env.get(names[0], option.default) if names else option.default
+            if option.reader():
+                kwargs["type"] = option.reader()
+            if option.action:
+                kwargs["action"] = option.action
+        group.add_argument(option.flag, **kwargs)
+    groups["other"].add_argument("--version", action="version", version=f"camstream {__version__}")
+    return parser
+
+
+def _values(args: argparse.Namespace, into: str) -> dict[str, Any]:
+    """The parsed values of the options that go ``into`` one place, by attribute."""
+    return {o.attribute: getattr(args, o.destination) for o in OPTIONS if o.into == into}
+
+
+def _record_settings(args: argparse.Namespace) -> RecordSettings:
+    """The command line's recording (its folder empty when ``--record`` is not given)."""
+    values = _values(args, RECORD)
+    return RecordSettings(**{**values, "directory": values["directory"] or ""})
+
+
+def _camera_specs(
+    args: argparse.Namespace, env: Mapping[str, str], defaults: CameraConfig
+) -> list[CameraSpec]:
+    """The cameras of ``--config`` then of each ``--camera`` (else of $CAMSTREAM_CAMERA
+    or $CAMERA, else emulated); raises CameraError."""
+    base = _record_settings(args)
+    record = base if base.directory else None
+    specs = load_config(args.config, defaults, base) if args.config else []
+    values = args.cameras
+    if values is None and not specs:
+        option = BY_FLAG["--camera"]
+        values = [next((env[name] for name in option.env_names if env.get(name)), option.default)]
+    specs += [parse_camera_arg(value, defaults, record) for value in values or ()]
+    return check_unique(specs)
+
+
+def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``argv`` (None: ``sys.argv[1:]``) and ``env`` (None: ``os.environ``).
+
+    Exits with status 2 and one line on stderr on a bad value (``--help`` and
+    ``--version``: status 0).  The cameras are not built, so a driver's own
+    checks of its source come later (``make_feeds``)."""
+    env = os.environ if env is None else env
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    camera = _values(args, CAMERA)
+    defaults = CameraConfig(**{**camera, "source": camera["source"] or None})
+    try:
+        specs = _camera_specs(args, env, defaults)
+    except CameraError as exc:
+        parser.error(str(exc))
+    server = _values(args, SERVER)
+    server["allow_origins"] = tuple(dict.fromkeys(server["allow_origins"]))
+    return Settings(cameras=tuple(specs), **server)

@@ -1,0 +1,311 @@
+"""The option table (settings.py): defaults, the environment, ranges, one-line errors,
+``--help`` and the README's table of options, which must list exactly the table's."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+import server
+import settings as table
+from cameras import CameraConfig, CameraError, check_driver, create_camera
+from cameras.config import KEYS, LIMITS, load_config, parse_camera_arg
+from recording.recorder import RecordSettings, parse_age, parse_size
+from settings import BY_FLAG, GROUPS, OPTIONS, Option, Settings, parse_settings
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+
+def value_of(settings: Settings, option: Option):
+    """What ``option`` set in ``settings``, wherever it goes."""
+    first = settings.cameras[0]
+    if option.into == table.SERVER:
+        return getattr(settings, option.attribute)
+    if option.into == table.CAMERA:
+        return getattr(first.config, option.attribute)
+    if option.into == table.RECORD:
+        return None if first.record is None else getattr(first.record, option.attribute)
+    return [(spec.name, spec.driver) for spec in settings.cameras]
+
+
+def exit_line(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """The one line ``parse_settings`` writes when it exits with status 2 (in process)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
+        parse_settings(argv, env=env or {})
+    assert exited.value.code == 2
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("server.py: error: "), err.getvalue()
+    return lines[0]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> str:
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.porch]\ndriver = "emulated"\n')
+    return str(path)
+
+
+# -- defaults -------------------------------------------------------------------
+def test_defaults():
+    settings = parse_settings([], env={})
+    assert settings == Settings()
+    assert (settings.host, settings.port, settings.idle_timeout_s) == ("127.0.0.1", 8080, 10)
+    [camera] = settings.cameras
+    assert (camera.name, camera.driver, camera.record) == ("emulated", "emulated", None)
+    assert camera.config == CameraConfig(
+        name="emulated", source=None, width=640, height=480, fps=30, quality=80
+    )
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.into != table.CAMERAS], ids=lambda o: o.flag)
+def test_every_default_is_the_tables(option):
+    value = value_of(parse_settings([], env={}), option)
+    assert value == (None if option.into == table.RECORD else option.default)
+
+
+def test_settings_need_a_camera():
+    with pytest.raises(ValueError, match="at least one camera"):
+        Settings(cameras=())
+
+
+def test_one_camera_in_one_line(tmp_path):
+    settings = Settings.single("files", str(tmp_path), fps=12, quality=50, idle_timeout_s=3, port=9)
+    [camera] = settings.cameras
+    assert (camera.name, camera.driver, camera.record) == ("files", "files", None)
+    assert camera.config == CameraConfig(name="files", source=str(tmp_path), fps=12, quality=50)
+    assert (settings.idle_timeout_s, settings.port) == (3, 9)
+    record = RecordSettings(str(tmp_path))
+    [yard] = Settings.single(name="yard", record=record).cameras
+    assert (yard.name, yard.driver, yard.config.name, yard.record) == ("yard", "emulated", "yard", record)
+    with pytest.raises(TypeError):
+        Settings.single(colour="red")
+
+
+# -- the environment ------------------------------------------------------------
+#: For each option, a value as text and what it reads as (the cameras: name and driver).
+SAMPLES: dict[str, tuple[str, object]] = {
+    "--host": ("0.0.0.0", "0.0.0.0"),
+    "--port": ("9000", 9000),
+    "--allow-origin": ("https://a.example", ("https://a.example",)),
+    "--certfile": ("/etc/c.pem", "/etc/c.pem"),
+    "--keyfile": ("/etc/k.pem", "/etc/k.pem"),
+    "--max-clients": ("7", 7),
+    "--stall-timeout": ("2.5", 2.5),
+    "--base-path": ("/webcam/", "/webcam"),
+    "--auth": ("user:secret", "user:secret"),
+    "--token": ("0123456789abcdef", "0123456789abcdef"),
+    "--camera": ("door=files", [("door", "files")]),
+    "--config": ("{config}", [("porch", "emulated")]),
+    "--source": ("/srv/frames", "/srv/frames"),
+    "--fps": ("12.5", 12.5),
+    "--width": ("320", 320),
+    "--height": ("240", 240),
+    "--quality": ("60", 60),
+    "--idle-timeout": ("0.5", 0.5),
+    "--snapshot-timeout": ("1", 1.0),
+    "--record": ("/var/rec", "/var/rec"),
+    "--record-segment": ("60", 60.0),
+    "--record-max-size": ("2G", parse_size("2G")),
+    "--record-max-age": ("7d", parse_age("7d")),
+    "--log-level": ("DEBUG", "debug"),
+}
+WITH_ENV = [o for o in OPTIONS if o.env_names]
+
+
+def test_every_option_has_a_sample():
+    assert set(SAMPLES) == {o.flag for o in WITH_ENV}
+
+
+@pytest.mark.parametrize("option", WITH_ENV, ids=lambda o: o.flag)
+def test_the_environment_and_the_command_line_set_each_option(option, config_file):
+    text, expected = SAMPLES[option.flag]
+    text = text.format(config=config_file)
+    # A recording option shows only on a camera that records.
+    extra = {"CAMSTREAM_RECORD": "/var/rec"} if option.into == table.RECORD else {}
+    for name in option.env_names:
+        assert value_of(parse_settings([], env={**extra, name: text}), option) == expected, name
+    assert value_of(parse_settings([option.flag, text], env=extra), option) == expected
+
+
+def test_the_command_line_wins_over_the_environment():
+    env = {"CAMERA": "files", "CAMSTREAM_FPS": "12.5", "CAMSTREAM_PORT": "9000", "CAMSTREAM_SOURCE": "/x"}
+    settings = parse_settings([], env=env)
+    assert (settings.port, settings.cameras[0].driver) == (9000, "files")
+    assert (settings.cameras[0].config.fps, settings.cameras[0].config.source) == (12.5, "/x")
+    settings = parse_settings(["--fps", "5", "--camera", "emulated", "--port", "1"], env=env)
+    assert (settings.port, settings.cameras[0].driver, settings.cameras[0].config.fps) == (1, "emulated", 5)
+    # $CAMSTREAM_CAMERA wins over $CAMERA; a config file over both.
+    assert (
+        parse_settings([], env={"CAMERA": "files", "CAMSTREAM_CAMERA": "mjpeg"}).cameras[0].driver == "mjpeg"
+    )
+
+
+def test_a_config_file_ignores_the_camera_of_the_environment(config_file):
+    settings = parse_settings(["--config", config_file], env={"CAMERA": "files"})
+    assert [spec.name for spec in settings.cameras] == ["porch"]
+
+
+def test_origins_repeat_and_the_first_on_the_command_line_replaces_the_environments():
+    env = {"CAMSTREAM_ALLOW_ORIGIN": "https://a.example, https://b.example"}
+    assert parse_settings([], env=env).allow_origins == ("https://a.example", "https://b.example")
+    argv = ["--allow-origin", "https://c.example", "--allow-origin", "https://c.example/"]
+    assert parse_settings(argv, env=env).allow_origins == ("https://c.example",)
+
+
+def test_secret_files(tmp_path):
+    (tmp_path / "auth").write_text("user:secret\nignored\n")
+    (tmp_path / "token").write_text("0123456789abcdef\n")
+    argv = ["--auth-file", str(tmp_path / "auth"), "--token-file", str(tmp_path / "token")]
+    settings = parse_settings(argv, env={"CAMSTREAM_AUTH": "other:pw"})
+    assert (settings.auth, settings.token) == ("user:secret", "0123456789abcdef")
+
+
+# -- ranges ---------------------------------------------------------------------
+NUMBERS = [o for o in OPTIONS if o.number]
+
+
+def test_a_camera_number_has_the_range_of_the_config_file():
+    for option in OPTIONS:
+        if option.toml in LIMITS:
+            assert option.limit is None and option.number is LIMITS[option.toml], option.flag
+    assert {o.toml for o in OPTIONS if o.toml} | {"driver"} == KEYS
+
+
+@pytest.mark.parametrize("option", NUMBERS, ids=lambda o: o.flag)
+def test_each_number_takes_its_range_and_nothing_beyond(option):
+    limit = option.number
+    step = 1 if limit.kind is int else limit.low / 10 or 0.001
+    extra = ["--record", "/var/rec"] if option.into == table.RECORD else []
+    for good in (limit.low, limit.high):
+        assert value_of(parse_settings([*extra, option.flag, f"{good:g}"], env={}), option) == good
+    for bad in (limit.low - step, limit.high + step, "nan", "inf", "x"):
+        assert option.flag in exit_line([*extra, option.flag, f"{bad}"])
+    if limit.kind is int:
+        assert "is not a whole number" in exit_line([option.flag, f"{limit.low + 0.5}"])
+
+
+@pytest.mark.parametrize("key", [key for key in LIMITS if key != "record_segment"])
+def test_a_config_file_has_the_same_ranges(tmp_path, key):
+    limit = LIMITS[key]
+    path = tmp_path / "cameras.toml"
+    for value, ok in ((limit.low, True), (limit.high, True), (limit.high + 1, False)):
+        number = limit.kind(value) if ok or limit.kind is int else value
+        path.write_text(f'[cameras.a]\ndriver = "emulated"\n{key} = {number}\n')
+        if ok:
+            assert getattr(load_config(str(path), CameraConfig())[0].config, key) == value
+        else:
+            with pytest.raises(CameraError, match=f"{key} .* is out of range"):
+                load_config(str(path), CameraConfig())
+
+
+def test_the_segment_of_a_config_file_has_the_same_range(tmp_path):
+    low, high = LIMITS["record_segment"].low, LIMITS["record_segment"].high
+    path = tmp_path / "cameras.toml"
+    for value, ok in ((low, True), (high, True), (high + 1, False), (low / 2, False)):
+        path.write_text(f'[cameras.a]\ndriver = "emulated"\nrecord = "/var/rec"\nrecord_segment = {value}\n')
+        if ok:
+            assert load_config(str(path), CameraConfig())[0].record.segment_s == value
+        else:
+            with pytest.raises(CameraError, match="record_segment must be"):
+                load_config(str(path), CameraConfig())
+
+
+# -- the driver check, once -----------------------------------------------------
+def test_one_message_for_an_unknown_driver(tmp_path):
+    with pytest.raises(CameraError) as checked:
+        check_driver("nosuch")
+    message = str(checked.value)
+    assert message.startswith("unknown camera driver 'nosuch' (known: emulated, files,")
+    with pytest.raises(CameraError) as created:
+        create_camera("nosuch", CameraConfig())
+    with pytest.raises(CameraError) as argument:
+        parse_camera_arg("x=nosuch", CameraConfig())
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.a]\ndriver = "nosuch"\n')
+    with pytest.raises(CameraError) as configured:
+        load_config(str(path), CameraConfig())
+    assert str(created.value) == str(argument.value) == message
+    assert str(configured.value) == f"camera 'a': {message}"
+    assert exit_line(["--camera", "nosuch"]) == f"server.py: error: {message}"
+
+
+# -- errors: one line, status 2 -------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--camera", "nosuch"], {}, "unknown camera driver 'nosuch'"),
+        ([], {"CAMERA": "nosuch"}, "unknown camera driver 'nosuch'"),
+        ([], {"CAMSTREAM_PORT": "http"}, "argument --port: 'http' is not a whole number"),
+        (["--fps", "0"], {}, "argument --fps: '0' is out of range (frames per second, 0.01-120)"),
+        (["--fps", "nan"], {}, "--fps"),
+        (["--quality", "500"], {}, "--quality"),
+        (["--width", "-1"], {}, "--width"),
+        (["--log-level", "chatty"], {}, "--log-level"),
+        (["--token", "short"], {}, "a token is at least 8"),
+        (["--auth-file", "/nonexistent"], {}, "/nonexistent: No such file"),
+        (["--base-path", "/a b"], {}, "--base-path"),
+        (["--camera", "a\x1bb=emulated"], {}, "camera name 'a\\x1bb'"),
+        (["--bogus"], {}, "unrecognized arguments"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line(args, env, message):
+    assert_one_line_error(run_cli(*args, env=env), message)
+
+
+def test_the_two_forms_of_a_secret_exclude_each_other(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("user:0123456789\n")
+    argv = ["--auth", "user:pw", "--auth-file", str(secret)]
+    assert_one_line_error(run_cli(*argv), "argument --auth-file: not allowed with argument --auth")
+    argv = ["--token-file", str(secret), "--token", "0123456789"]
+    assert "argument --token: not allowed with argument --token-file" in exit_line(argv)
+
+
+# -- --help and the README ------------------------------------------------------
+def test_help_lists_every_option_and_group():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in OPTIONS:
+        assert re.search(rf"^\s+{option.flag}\b", result.stdout, re.MULTILINE), option.flag
+    for title in GROUPS.values():
+        assert f"\n{title}:\n" in result.stdout
+    assert "(default 8080)" in result.stdout and "16-8192 (default 640)" in result.stdout
+    version = run_cli("--version")
+    assert (version.returncode, version.stdout) == (0, f"camstream {server.__version__}\n")
+
+
+def readme_options() -> list[tuple[str, str, list[str], str, str]]:
+    """The README's table of options: (group, flag, environment variables, default, meaning) a row."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Options\n", 1)[1].split("\n#", 1)[0]
+    rows, group = [], ""
+    for line in section.splitlines():
+        if not line.startswith("|") or line.startswith(("|---", "| option |")):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        heading = re.fullmatch(r"\*\*(\w+)\*\*", cells[0])
+        if heading:
+            group = heading.group(1)
+            continue
+        for flag in re.findall(r"`(--[a-z-]+)", cells[0]):
+            rows.append((group, flag, re.findall(r"`([A-Z][A-Z_]+)`", cells[1]), cells[2], cells[3]))
+    return rows
+
+
+def test_the_readme_lists_exactly_the_options_of_the_table():
+    rows = readme_options()
+    assert [flag for _group, flag, *_ in rows] == [o.flag for o in OPTIONS] + ["--version", "--help"]
+    for group, flag, env, default, meaning in rows:
+        option = BY_FLAG.get(flag)
+        if option is None:
+            continue
+        assert group == option.group, flag
+        assert env == list(option.env_names), flag
+        shown = default.replace("`", "")
+        assert shown == option.shown_default or shown.startswith(option.shown_default + ":"), flag
+        if option.number:
+            assert f"{option.number.low:g}-{option.number.high:g}" in meaning, flag
