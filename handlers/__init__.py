@@ -18,7 +18,6 @@ from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
 from handlers.pages import PageHandler, RelativeRedirectHandler, StaticHandler
 from handlers.recordings import (
-    Archive,
     PlayerPageHandler,
     RecordingsJsonHandler,
     RecordingsPageHandler,
@@ -28,6 +27,7 @@ from handlers.recordings import (
 from handlers.snapshot import SnapshotHandler
 from handlers.status import StatusHandler
 from handlers.ws import WsHandler
+from recording.archive import Archive
 from recording.recorder import SEGMENT_PATTERN, Recorder
 
 __all__ = ["NotFoundHandler", "routes"]

@@ -1,8 +1,8 @@
 """``/recordings/``: the recorded segments of each camera, and their playback.
 
 - ``/recordings/``: a page listing each camera's segments (start, length,
-  size), each with a player link and a download link; ``index.json`` the same
-  as JSON.
+  size), newest first, a page (``?page=``) or a day (``?day=``) at a time, each
+  with a player link and a download link; ``index.json`` every segment as JSON.
 - ``/recordings/NAME/SEGMENT``: the player page (``static/player.js`` draws
   the frames on a canvas at their recorded pace, with pause, resume and
   seeking).
@@ -12,73 +12,37 @@
 - ``/recordings/NAME/SEGMENT.mkv``: the file itself (Range requests,
   ``Content-Disposition: attachment``).  The segment being written is served
   as it stands (it plays up to its last complete second).
+
+The handlers are coroutines: every listing, header and index is read by the
+:class:`recording.archive.Archive` on its own threads, never on the IOLoop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
 import os
+import re
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import tornado.web
 
+from handlers.access import Access
 from handlers.base import BaseHandler, admit
 from handlers.pages import PageHandler
 from handlers.plain import write_short_error
-from recording.mkv import MkvError, SegmentIndex, read_index
-from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, describe, list_segments
+from recording.archive import Archive, day_of, parse_day, start_of
+from recording.mkv import MkvError, SegmentIndex
+from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo
 
 log = logging.getLogger(__name__)
 
-
-class Archive:
-    """The recording folders of the server's cameras, and a small cache of indexes."""
-
-    #: Indexes kept in memory (the player asks for one per segment it opens).
-    cache_size = 16
-
-    def __init__(self, folders: Mapping[str, Path | None]) -> None:
-        #: Every camera's recordings folder by name, None for a camera that does not record.
-        self.folders: dict[str, Path | None] = dict(folders)
-        self._indexes: OrderedDict[Path, tuple[tuple[int, int], SegmentIndex]] = OrderedDict()
-
-    def segments(self, camera: str) -> list[SegmentInfo]:
-        """A camera's segments, oldest first, with their lengths."""
-        folder = self.folders.get(camera)
-        if folder is None:
-            return []
-        return [describe(segment) for segment in list_segments(folder)]
-
-    def path(self, camera: str, segment: str) -> Path | None:
-        """The file of a segment (finished, or still being written), or None."""
-        folder = self.folders.get(camera)
-        if folder is None or not SEGMENT_NAME.match(segment):
-            return None
-        for suffix in (SUFFIX, PART_SUFFIX):
-            path = folder / (segment + suffix)
-            if path.is_file():
-                return path
-        return None
-
-    def index(self, path: Path) -> SegmentIndex:
-        """The frames of a segment file (cached while the file is unchanged)."""
-        st = path.stat()
-        key = (st.st_size, st.st_mtime_ns)
-        cached = self._indexes.get(path)
-        if cached is not None and cached[0] == key:
-            self._indexes.move_to_end(path)
-            return cached[1]
-        index = read_index(path)
-        self._indexes[path] = (key, index)
-        while len(self._indexes) > self.cache_size:
-            self._indexes.popitem(last=False)
-        return index
+_PAGE = re.compile(r"[1-9][0-9]{0,5}")
 
 
 def local_time(unix_s: float) -> str:
@@ -119,23 +83,124 @@ def segment_fields(camera: str, segment: SegmentInfo) -> dict[str, Any]:
         "size": segment.size,
         "size_text": human_size(segment.size),
         "recording": segment.recording,
+        "day": day_of(start_of(segment.name)),
         "player": f"{camera}/{segment.name}",
         "file": f"{camera}/{segment.name}.mkv",
     }
 
 
+def query_day(handler: tornado.web.RequestHandler) -> str | None:
+    """``?day=YYYY-MM-DD`` of a listing request, None without it.  Raises
+    ValueError with a short message (no echo of the input) for a malformed one."""
+    text = handler.get_query_argument("day", "") or ""
+    try:
+        return parse_day(text) if text else None
+    except ValueError as exc:
+        raise ValueError(f"bad day: {exc}") from exc
+
+
+def query_page(handler: tornado.web.RequestHandler) -> int:
+    """``?page=N`` (from 1) of a listing request, 1 without it.  Raises ValueError
+    with a short message for a malformed one."""
+    text = handler.get_query_argument("page", "") or ""
+    if text and not _PAGE.fullmatch(text):
+        raise ValueError("bad page: give a number from 1")
+    return int(text or 1)
+
+
+def listing_json(cameras: Mapping[str, tuple[bool, list[SegmentInfo]]]) -> bytes:
+    """The body of ``index.json`` (``cameras``: whether each records, and its
+    segments oldest first).  Pure but slow for thousands of segments: run it off the loop."""
+    body = {
+        name: {"recording": recording, "segments": [segment_fields(name, s) for s in segments]}
+        for name, (recording, segments) in cameras.items()
+    }
+    return (json.dumps({"cameras": body}, indent=1) + "\n").encode()
+
+
+def index_json(
+    camera: str, segment: str, index: SegmentIndex, recording: bool, gzip_ok: bool
+) -> tuple[bytes, bool]:
+    """The body of ``SEGMENT.json``, gzipped if ``gzip_ok`` and worth it; returns
+    ``(body, gzipped)``.  Pure but slow for long segments: run it off the loop."""
+    body = {
+        "camera": camera,
+        "name": segment,
+        "start": index.start_time,
+        "width": index.width,
+        "height": index.height,
+        "length_s": round(index.length_ms() / 1000, 3),
+        "recording": recording,
+        "file": f"{segment}.mkv",
+        "t": [t for t, _, _ in index.frames],
+        "offset": [offset for _, offset, _ in index.frames],
+        "size": [size for _, _, size in index.frames],
+    }
+    data = json.dumps(body, separators=(",", ":")).encode()
+    if gzip_ok and len(data) > 1400:
+        return gzip.compress(data, compresslevel=5), True
+    return data, False
+
+
 class RecordingsPageHandler(PageHandler):
-    """``/recordings/``: every camera's segments, newest first."""
+    """``/recordings/``: every camera's segments, newest first, a page at a time.
+
+    Without parameters each camera shows its newest :attr:`rows_per_page`
+    segments; ``?page=N`` the next ones, ``?day=YYYY-MM-DD`` (a local date) only
+    that day's (also paged), with links to every day that has segments.  A
+    malformed ``day`` or ``page`` gets a 400; a day without segments or a page
+    past the last shows none.  The listing is made on the archive's threads.
+    """
+
+    #: Segments shown per camera and page: a day of 5-minute segments.
+    rows_per_page = 288
 
     def initialize(self, archive: Archive, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(**kwargs)
         self.archive = archive
 
-    def get(self, *args: str) -> None:
+    def link(self, anchor: str, **params: str | int | None) -> str:
+        """A relative link to the listing with ``params`` (and the page's token), to ``#anchor``."""
+        access: Access | None = self.application.settings.get("access")
+        token = access.page_query(self.request) if access else ""
+        query = urlencode([(k, v) for k, v in params.items() if v is not None])
+        if token:
+            query = f"{query}&{token[1:]}" if query else token[1:]
+        return "./" + (f"?{query}" if query else "") + f"#{anchor}"
+
+    async def get(self, *args: str) -> None:
+        try:
+            day, page = query_day(self), query_page(self)
+        except ValueError as exc:
+            self.fail(400, str(exc))
+            return
+        recorded = [name for name, folder in self.archive.folders.items() if folder is not None]
+        pages = await asyncio.gather(
+            *(self.archive.page(name, day=day, page=page, rows=self.rows_per_page) for name in recorded)
+        )
+        listings = dict(zip(recorded, pages, strict=True))
         cameras = []
         for name, folder in self.archive.folders.items():
-            segments = [segment_fields(name, s) for s in reversed(self.archive.segments(name))]
-            cameras.append({"name": name, "folder": str(folder) if folder else None, "segments": segments})
+            camera: dict[str, Any] = {"name": name, "folder": str(folder) if folder else None, "segments": []}
+            listing = listings.get(name)
+            if listing is not None:
+                anchor = f"camera-{name}"
+                camera.update(
+                    segments=[segment_fields(name, s) for s in listing.segments],
+                    days=[
+                        {"day": d, "count": n, "href": self.link(anchor, day=d), "current": d == day}
+                        for d, n in listing.days
+                    ],
+                    all_href=self.link(anchor),
+                    day=day,
+                    page=listing.page,
+                    pages=listing.pages,
+                    total=listing.total,
+                    first=listing.first,
+                    newer=self.link(anchor, day=day, page=page - 1) if page > 1 else None,
+                    older=self.link(anchor, day=day, page=page + 1) if page < listing.pages else None,
+                )
+            cameras.append(camera)
         self.values = {**self.values, "recorded": cameras}
         super().get(*args)
 
@@ -143,7 +208,9 @@ class RecordingsPageHandler(PageHandler):
 
 
 class RecordingsJsonHandler(BaseHandler):
-    """``/recordings/index.json``: the same listing as JSON, oldest first."""
+    """``/recordings/index.json``: every camera's segments as JSON, oldest first,
+    all of them (``?day=YYYY-MM-DD``: that day's only).  Listed and encoded on the
+    archive's threads."""
 
     def initialize(self, archive: Archive) -> None:
         self.archive = archive
@@ -151,44 +218,46 @@ class RecordingsJsonHandler(BaseHandler):
     def compute_etag(self) -> None:
         return None
 
-    def get(self) -> None:
-        body = {
-            name: {
-                "recording": folder is not None,
-                "segments": [segment_fields(name, s) for s in self.archive.segments(name)],
-            }
-            for name, folder in self.archive.folders.items()
+    async def get(self) -> None:
+        try:
+            day = query_day(self)
+        except ValueError as exc:
+            self.fail(400, str(exc))
+            return
+        names = list(self.archive.folders)
+        found = await asyncio.gather(*(self.archive.segments(name, day) for name in names))
+        cameras = {
+            name: (self.archive.folders[name] is not None, segments)
+            for name, segments in zip(names, found, strict=True)
         }
+        body = await self.archive.run(listing_json, cameras)
         self.set_header("Content-Type", "application/json")
         self.set_no_cache()
-        self.finish(json.dumps({"cameras": body}, indent=1) + "\n")
+        self.finish(body)
 
     head = get
 
 
 class PlayerPageHandler(PageHandler):
-    """``/recordings/NAME/SEGMENT``: the player of one segment."""
+    """``/recordings/NAME/SEGMENT``: the player of one segment, with links to its
+    neighbours (looked up on the archive's threads)."""
 
     def initialize(self, archive: Archive, **kwargs: Any) -> None:  # type: ignore[override]
         super().initialize(**kwargs)
         self.archive = archive
 
-    def get(self, camera: str, segment: str) -> None:
-        path = self.archive.path(camera, segment)
-        if path is None:
+    async def get(self, camera: str, segment: str) -> None:
+        previous, info, following = await self.archive.neighbours(camera, segment)
+        if info is None:
             self.fail(404, "no such recording")
             return
-        segments = list_segments(path.parent)
-        names = [s.name for s in segments]
-        at = names.index(segment) if segment in names else -1
-        start = describe(segments[at]).start if at >= 0 else 0.0
         self.values = {
             **self.values,
             "camera": camera,
             "segment": segment,
-            "start_text": local_time(start),
-            "previous": names[at - 1] if at > 0 else None,
-            "next": names[at + 1] if 0 <= at < len(names) - 1 else None,
+            "start_text": local_time(info.start),
+            "previous": previous,
+            "next": following,
         }
         super().get()
 
@@ -196,7 +265,8 @@ class PlayerPageHandler(PageHandler):
 
 
 class SegmentIndexHandler(BaseHandler):
-    """``/recordings/NAME/SEGMENT.json``: when each frame was taken and where it lies."""
+    """``/recordings/NAME/SEGMENT.json``: when each frame was taken and where it lies
+    (read and encoded on the archive's threads)."""
 
     def initialize(self, archive: Archive) -> None:
         self.archive = archive
@@ -204,13 +274,13 @@ class SegmentIndexHandler(BaseHandler):
     def compute_etag(self) -> None:
         return None
 
-    def get(self, camera: str, segment: str) -> None:
-        path = self.archive.path(camera, segment)
+    async def get(self, camera: str, segment: str) -> None:
+        path = await self.archive.find(camera, segment)
         if path is None:
             self.fail(404, "no such recording")
             return
         try:
-            index = self.archive.index(path)
+            index = await self.archive.index(path)
         except MkvError as exc:
             self.fail(422, f"cannot read this recording: {exc}")
             return
@@ -218,25 +288,12 @@ class SegmentIndexHandler(BaseHandler):
             self.fail(404, "no such recording")
             return
         recording = path.name.endswith(PART_SUFFIX)
-        body = {
-            "camera": camera,
-            "name": segment,
-            "start": index.start_time,
-            "width": index.width,
-            "height": index.height,
-            "length_s": round(index.length_ms() / 1000, 3),
-            "recording": recording,
-            "file": f"{segment}.mkv",
-            "t": [t for t, _, _ in index.frames],
-            "offset": [offset for _, offset, _ in index.frames],
-            "size": [size for _, _, size in index.frames],
-        }
-        data = json.dumps(body, separators=(",", ":")).encode()
+        gzip_ok = "gzip" in self.request.headers.get("Accept-Encoding", "")
+        data, gzipped = await self.archive.run(index_json, camera, segment, index, recording, gzip_ok)
         self.set_header("Content-Type", "application/json")
         self.set_header("Vary", "Accept-Encoding")
         self.set_no_cache()
-        if len(data) > 1400 and "gzip" in self.request.headers.get("Accept-Encoding", ""):
-            data = gzip.compress(data, compresslevel=5)
+        if gzipped:
             self.set_header("Content-Encoding", "gzip")
         self.finish(data)
 
