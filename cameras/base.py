@@ -90,7 +90,7 @@ class Camera(abc.ABC):
     def remove_sink(self, sink: FrameSinkFn) -> None:
         """Stop calling ``sink`` (idempotent; a call under way may still finish).  Any thread."""
         with self._sinks_lock:
-            self._sinks = tuple(s for s in self._sinks if s is not sink)
+            self._sinks = tuple(s for s in self._sinks if s != sink)  # == : bound methods are made anew
 
     def _emit(self, frame: Frame) -> None:
         """Hand ``frame`` to every sink (the publishing thread); a sink that raises

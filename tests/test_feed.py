@@ -300,3 +300,125 @@ def test_viewers_get_the_no_signal_picture_like_any_frame(feed, camera):
     camera.push(b"live again")
     feed.tick()
     assert sub.sent == [b"live", b"no signal", b"live again"]
+
+
+# -- the stop off the loop ---------------------------------------------------------
+def test_the_idle_stop_runs_on_a_worker_and_a_viewer_meanwhile_waits_for_it(feed, camera, clock):
+    clock.hold_workers = True  # the worker's stop has not finished until run_workers()
+    first = FakeSubscriber()
+    feed.subscribe(first)
+    feed.unsubscribe(first)
+    clock.advance(10.1)
+    assert [name for name, _, _ in clock.workers] == ["stop-camera"]
+    assert camera.stops == 0  # handed over, not run on the loop
+    # A viewer arriving during the stop gets nothing stale and no second start.
+    second = FakeSubscriber()
+    second.auto_complete = True
+    feed.subscribe(second)
+    camera.push(b"old")
+    feed.tick()
+    assert second.sent == [] and camera.starts == 1
+    clock.run_workers()
+    assert camera.stops == 1 and camera.starts == 2 and camera.running
+    camera.push(b"new")
+    feed.tick()
+    assert second.sent == [b"new"]
+
+
+def test_a_camera_that_cannot_restart_after_its_stop_ends_the_waiting_viewers(feed, camera, clock):
+    clock.hold_workers = True
+    first = FakeSubscriber()
+    feed.subscribe(first)
+    feed.unsubscribe(first)
+    clock.advance(10.1)
+    waiting = FakeSubscriber()
+    feed.subscribe(waiting)
+    camera.start = lambda: (_ for _ in ()).throw(CameraError("unplugged"))  # type: ignore[method-assign]
+    clock.run_workers()
+    assert waiting.closed_by_feed and feed.subscriber_count == 0
+
+
+# -- sinks and holds ------------------------------------------------------------------
+class FakeSink:
+    kind = "fakesink"
+
+    def __init__(self, log: list[str]) -> None:
+        self.frames: list[bytes] = []
+        self.log = log
+
+    def put(self, frame) -> None:
+        self.frames.append(frame.jpeg)
+
+    def status(self) -> dict:
+        return {"frames": len(self.frames)}
+
+    def close(self) -> None:
+        self.log.append("sink closed")
+
+
+def test_a_sink_gets_every_frame_and_keeps_the_camera_running(feed, camera, clock):
+    sink = FakeSink([])
+    feed.attach(sink)
+    assert camera.running and feed.held
+    assert clock.running_timers() == []  # no viewer: nothing polls
+    for i in range(3):
+        camera.push(b"%d" % i)  # on the camera's thread; no tick needed
+    camera.push(b"no signal", live=False)
+    assert sink.frames == [b"0", b"1", b"2", b"no signal"]  # the sink decides what it keeps
+    clock.advance(60)
+    assert camera.running and camera.stops == 0
+    assert feed.status()["fakesink"] == {"frames": 4}
+    feed.detach(sink)
+    camera.push(b"later")
+    assert sink.frames[-1] == b"no signal"
+    clock.advance(10.1)
+    assert not camera.running
+
+
+def test_a_hold_keeps_the_camera_until_released(feed, camera, clock):
+    hold = feed.hold("viewers elsewhere")
+    viewer = FakeSubscriber()
+    feed.subscribe(viewer)
+    feed.unsubscribe(viewer)
+    clock.advance(60)
+    assert camera.running
+    hold.release()
+    hold.release()  # idempotent
+    clock.advance(10.1)
+    assert not camera.running
+
+
+def test_close_stops_the_camera_before_closing_the_sinks(feed, camera, clock):
+    order: list[str] = []
+    sink = FakeSink(order)
+    feed.attach(sink)
+    real_stop = camera.stop
+
+    def stop() -> None:
+        order.append("camera stopped")
+        real_stop()
+
+    camera.stop = stop  # type: ignore[method-assign]
+    assert feed.close() is None  # no event loop running here: done at once
+    assert order == ["camera stopped", "sink closed"]
+    camera.push(b"after")
+    assert sink.frames == []
+
+
+def test_frames_a_rate_cap_holds_back_are_counted_apart(feed, camera):
+    capped, free = FakeSubscriber(), FakeSubscriber()
+    capped.accepting = False
+    capped.auto_complete = free.auto_complete = True
+    feed.subscribe(capped)
+    feed.subscribe(free)
+    for i in range(4):
+        camera.push(b"%d" % i)
+        feed.tick()
+    assert capped.sent == [] and len(free.sent) == 4
+    status = feed.status()
+    assert status["frames_sent"] == 4 and status["frames_capped"] == 4
+    assert status["bytes_sent"] == 4
+    capped.accepting = True
+    camera.push(b"now")
+    feed.tick()
+    assert capped.sent == [b"now"]
