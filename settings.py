@@ -496,8 +496,11 @@ class Settings:
     auth: str | None = _default("auth")
     #: An access token (``?token=`` or ``Authorization: Bearer``), or None.
     token: str | None = _default("token")
+    #: A camera stops this many seconds after its last viewer leaves (unless it records).
     idle_timeout_s: float = _default("idle_timeout_s")
+    #: How long a snapshot waits for a cold camera's first frame, seconds.
     snapshot_timeout_s: float = _default("snapshot_timeout_s")
+    #: One of :data:`LOG_LEVELS`.
     log_level: str = _default("log_level")
     #: Every camera of the server, in order, each with its own size, rate,
     #: quality and recording; the first also answers at the short URLs.  Never empty.
