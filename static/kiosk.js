@@ -23,8 +23,9 @@
  *    camera idle because our stream is gone, or frames flowing that we do
  *    not see) it reconnects the <img> with a new cache-buster, with the same
  *    backoff (its own Camstream.Retry).  Its URL, like the "status" one,
- *    carries the page's token (Camstream.withToken).  The last good frame is copied to the canvas underneath, so a
- *    broken <img> is hidden and the last picture stays on screen.
+ *    carries the page's token (Camstream.withToken).  The last good frame is
+ *    copied to the canvas underneath, so a broken <img> is hidden and the
+ *    last picture stays on screen.
  *
  * Either way it recovers by itself, without a page reload, after a server
  * restart or a network drop.
