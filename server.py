@@ -67,9 +67,14 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> tornado.web.Application:
+def make_app(
+    settings: Settings,
+    feeds: FrameFeed | Mapping[str, FrameFeed],
+    recorders: Mapping[str, Recorder] | None = None,
+) -> tornado.web.Application:
     """The Tornado application over the feeds (name to feed, in order; a lone
-    feed is a server of one camera)."""
+    feed is a server of one camera) and the recorders of the recording cameras
+    (by name; their folders are served under ``/recordings/``)."""
     if isinstance(feeds, FrameFeed):
         feeds = {feeds.name: feeds}
     rules = handlers.routes(
@@ -80,7 +85,7 @@ def make_app(settings: Settings, feeds: FrameFeed | Mapping[str, FrameFeed]) -> 
         version=__version__,
         started_at=time.monotonic(),
         base_path=settings.base_path,
-        recorders={name: feed.recorder for name, feed in feeds.items() if feed.recorder is not None},
+        recorders=recorders,
     )
     return tornado.web.Application(
         rules,
@@ -111,13 +116,53 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
                 name=spec.name,
                 idle_timeout_s=settings.idle_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
-                recorder=Recorder(spec.name, spec.record, fps=spec.config.fps) if spec.record else None,
             )
     except CameraError:
         for feed in feeds.values():
             feed.close()
         raise
     return feeds
+
+
+def make_recorders(settings: Settings) -> dict[str, Recorder]:
+    """A recorder (not started) for each camera that records, by name."""
+    return {
+        spec.name: Recorder(spec.name, spec.record, fps=spec.config.fps)
+        for spec in settings.cameras
+        if spec.record
+    }
+
+
+async def start_recording(feeds: Mapping[str, FrameFeed], recorders: Mapping[str, Recorder]) -> None:
+    """Start each recorder (its folder checked, parts left by a crash finished:
+    file work, on a worker thread) and attach it to its camera's feed, which
+    keeps the camera running for it.  Raises RecordingError naming the camera."""
+    loop = asyncio.get_running_loop()
+    for name, recorder in recorders.items():
+        try:
+            await loop.run_in_executor(None, recorder.start)
+            feeds[name].attach(recorder)
+        except (OSError, CameraError) as exc:
+            if recorder.running:
+                await loop.run_in_executor(None, recorder.close)
+            reason = getattr(exc, "strerror", None) or exc
+            raise RecordingError(f"camera {name!r}: cannot record in {recorder.folder}: {reason}") from exc
+
+
+class RecordingError(Exception):
+    """A camera cannot record (its folder, or the camera itself); the message is for people."""
+
+
+async def close_feeds(feeds: Mapping[str, FrameFeed], timeout_s: float = 10.0) -> None:
+    """Close every feed and wait (up to ``timeout_s``) for the cameras to stop and
+    the recorders to finish, on their worker threads; a camera that will not let
+    go is logged and left behind (its thread does not hold up the exit)."""
+    closing = [done for done in (feed.close() for feed in feeds.values()) if done is not None]
+    if not closing:
+        return
+    _, pending = await asyncio.wait(closing, timeout=timeout_s)
+    if pending:
+        log.warning("%d camera(s) did not stop within %g s; exiting anyway", len(pending), timeout_s)
 
 
 def make_feed(settings: Settings) -> FrameFeed:
@@ -152,26 +197,22 @@ async def serve(settings: Settings) -> None:
     try:
         sockets = bind_sockets(settings.port, settings.host)
     except (OSError, socket.gaierror) as exc:
-        for feed in feeds.values():
-            feed.close()
+        await close_feeds(feeds)
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     tls = None
     if settings.certfile:
         try:
             tls = tls_context(settings.certfile, settings.keyfile)
         except (OSError, ssl.SSLError) as exc:
-            for feed in feeds.values():
-                feed.close()
+            await close_feeds(feeds)
             _fail(f"--certfile {settings.certfile}: {getattr(exc, 'strerror', None) or exc}")
-    for name, feed in feeds.items():
-        try:
-            feed.start_recording()
-        except (OSError, CameraError) as exc:
-            for each in feeds.values():
-                each.close()
-            folder = feed.recorder.folder if feed.recorder else ""
-            _fail(f"camera {name!r}: cannot record in {folder}: {getattr(exc, 'strerror', None) or exc}")
-    app = make_app(settings, feeds)
+    recorders = make_recorders(settings)
+    try:
+        await start_recording(feeds, recorders)
+    except RecordingError as exc:
+        await close_feeds(feeds)
+        _fail(str(exc))
+    app = make_app(settings, feeds, recorders)
     server = HTTPServer(
         app,
         xheaders=False,
@@ -222,8 +263,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down")
     server.stop()
-    for feed in feeds.values():
-        feed.close()
+    await close_feeds(feeds)
     await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
 
 
