@@ -115,7 +115,7 @@ def listing_json(cameras: Mapping[str, tuple[bool, list[SegmentInfo]]]) -> bytes
         name: {"recording": recording, "segments": [segment_fields(name, s) for s in segments]}
         for name, (recording, segments) in cameras.items()
     }
-    return (json.dumps({"cameras": body}, indent=1) + "\n").encode()
+    return (json.dumps({"cameras": body}, separators=(",", ":")) + "\n").encode()
 
 
 def index_json(

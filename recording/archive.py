@@ -43,13 +43,23 @@ from typing import Any, TypeVar
 from tornado.ioloop import IOLoop
 
 from recording.mkv import SegmentIndex, read_index
-from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, describe, segment_name
+from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, describe
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _segment_stem(file: str) -> str | None:
+    """The segment name of a file name (``20261121T213000Z.mkv`` or ``.mkv.part``), or
+    None: :func:`recording.recorder.segment_name` on a string, without a Path."""
+    for suffix in (PART_SUFFIX, SUFFIX):
+        if file.endswith(suffix):
+            stem = file[: -len(suffix)]
+            return stem if SEGMENT_NAME.fullmatch(stem) else None
+    return None
 
 
 def parse_day(text: str) -> str:
@@ -200,8 +210,9 @@ class Archive:
         try:
             with os.scandir(folder) as it:
                 for dirent in it:
-                    path = Path(dirent.path)
-                    name = segment_name(path)
+                    file = dirent.name
+                    entry = known.get(file)
+                    name = entry.info.name if entry is not None else _segment_stem(file)
                     if name is None:
                         continue
                     try:
@@ -211,18 +222,17 @@ class Archive:
                     except OSError:
                         continue  # deleted meanwhile
                     key = (st.st_size, st.st_mtime_ns)
-                    entry = known.get(dirent.name)
                     if entry is None or entry.key != key:
                         info = SegmentInfo(
                             name=name,
-                            path=path,
+                            path=Path(dirent.path),
                             start=start_of(name),
                             size=st.st_size,
                             length_s=None,
-                            recording=dirent.name.endswith(PART_SUFFIX),
+                            recording=file.endswith(PART_SUFFIX),
                         )
                         entry = _Entry(key, info)
-                    entries[dirent.name] = entry
+                    entries[file] = entry
         except FileNotFoundError:
             pass  # nothing recorded yet
         except OSError as exc:
@@ -293,7 +303,7 @@ class Archive:
     def find_blocking(self, camera: str, segment: str) -> Path | None:
         """See :meth:`find`.  Blocks (a stat or two)."""
         folder = self.folders.get(camera)
-        if folder is None or not SEGMENT_NAME.match(segment):
+        if folder is None or not SEGMENT_NAME.fullmatch(segment):
             return None
         for suffix in (SUFFIX, PART_SUFFIX):
             path = folder / (segment + suffix)
