@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fanout import stop_process  # noqa: E402
-from tests.mjpeg_client import StreamReader  # noqa: E402
+from bench.stream import StreamReader  # noqa: E402
 
 log = logging.getLogger("bench.basic")
 

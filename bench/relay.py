@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.basic import cpu_ns  # noqa: E402
 from bench.fanout import stop_process  # noqa: E402
-from tests.mjpeg_client import StreamReader  # noqa: E402
+from bench.stream import StreamReader  # noqa: E402
 
 log = logging.getLogger("bench.relay")
 

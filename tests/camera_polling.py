@@ -1,4 +1,5 @@
-"""Waiting on a camera's driver thread from a test: poll with a deadline, never a bare sleep."""
+"""The one poll helper of the tests: wait for a condition with a deadline (a camera's
+driver thread, a server process's log or /status), never a bare sleep."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ T = TypeVar("T")
 POLL_S = 0.002
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
-    """The first truthy value of ``predicate()``, polled until ``timeout_s``; AssertionError after."""
+def wait_for(
+    predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition", poll_s: float = POLL_S
+) -> T:
+    """The first truthy value of ``predicate()``, polled every ``poll_s`` until
+    ``timeout_s``; AssertionError naming ``what`` after.  Blocks: not for a coroutine."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -22,7 +26,7 @@ def wait_for(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not met within {timeout_s} s")
-        time.sleep(POLL_S)  # polling a driver thread with a deadline
+        time.sleep(poll_s)  # polling with a deadline
 
 
 def live_frames(camera: Camera, count: int, timeout_s: float = 10.0, after_seq: int = 0) -> list[Frame]:

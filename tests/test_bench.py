@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from bench.fanout import make_frames
-from tests.conftest import ROOT
+from tests.camera_polling import wait_for
+from tests.conftest import ROOT, write_colour_frames
+
+pytestmark = pytest.mark.slow
+
+#: Solid-colour JPEGs of this size are about 40 KB, as the benchmark's frames.
+BENCH_FRAME_SIZE = (2048, 1280)
 
 
 def load(url: str, *args: str) -> dict:
@@ -30,9 +34,9 @@ def load(url: str, *args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def bench_frames(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("bench-frames")
-    size = make_frames(folder, count=4)
-    assert 30_000 < size < 50_000  # "about 40 KB", as the benchmark promises
+    folder = write_colour_frames(tmp_path_factory.mktemp("bench-frames"), size=BENCH_FRAME_SIZE)
+    sizes = [len(p.read_bytes()) for p in folder.iterdir()]
+    assert all(30_000 < size < 50_000 for size in sizes)  # "about 40 KB", as the benchmark's frames
     return folder
 
 
@@ -67,9 +71,7 @@ def test_the_reference_serves_the_same_framing(bench_frames, tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 20
-        while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling the log with a deadline
+        wait_for(lambda: "listening on" in log_path.read_text(), timeout_s=20, what="listening", poll_s=0.05)
         port = int(log_path.read_text().split("127.0.0.1:")[1].split()[0])
         report = load(f"http://127.0.0.1:{port}/stream.mjpg", "--viewers", "2", "--server-pid", str(proc.pid))
         assert report["errors"] == 0 and report["duplicates"] == 0 and report["frames"] > 2, report

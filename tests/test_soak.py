@@ -1,13 +1,31 @@
 """Soak (bounded): thousands of visits of every kind, with a camera that keeps failing;
-afterwards the server's file descriptors, threads and memory are back where they were."""
+afterwards the server's file descriptors, threads and memory are back where they were.
+Runs ``bench/soak.py`` as its own process and reads the JSON report it prints."""
 
 from __future__ import annotations
 
-from bench.soak import run
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_soak_leaves_nothing_behind():
-    report = run(cycles=3000, threads=4, flap_s=1.0, seconds_limit=120)
+    args = ["--cycles", "3000", "--threads", "4", "--flap-seconds", "1.0", "--seconds-limit", "120"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
     assert report["cycles"] == 3000 and report["failed_visits"] == 0, report["failure_examples"]
     assert report["flaky_failures_logged"] >= 1  # the flaky camera did fail (and recover) meanwhile
     before, after = report["before"], report["after"]
