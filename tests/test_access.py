@@ -187,6 +187,7 @@ async def test_preflight(http_client, base_url):
 
 
 # -- the command line -----------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -205,6 +206,7 @@ def test_bad_access_options_exit_2_with_one_line(args, message):
     assert_one_line_error(run_cli(*args), message)
 
 
+@pytest.mark.slow
 def test_secret_files_keep_the_secret_out_of_the_process_list(start_server, frames_dir, tmp_path):
     auth_file = tmp_path / "auth"
     auth_file.write_text(f"{USER}:{PASSWORD}\n")

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import COLOURS, nearest_colour
 from tests.fakes import jpeg
 
+pytestmark = pytest.mark.slow
+
 COUNT = 8
 
 

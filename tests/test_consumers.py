@@ -26,6 +26,8 @@ from PIL import Image
 from tests.conftest import COLOURS, ServerProcess, nearest_colour, write_colour_frames
 from tests.fakes import jpeg
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "front-end-token-1234"
 
 CONSUMER = """<!DOCTYPE html>

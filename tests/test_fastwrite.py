@@ -51,6 +51,7 @@ async def test_a_frame_that_fits_is_sent_at_once_without_a_future(pair):
     assert await receive(peer, len(data)) == data
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=20)
 async def test_a_remainder_is_queued_and_its_future_says_when_it_is_written(pair):
     stream, peer = pair

@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 import server
 
+pytestmark = pytest.mark.slow
+
 #: Bytes that would show a leak: a traceback, or the content of a server-side file.
 LEAKS = (b"Traceback", b"import ", b"root:x:", b"def ", b"__version__", b'File "')
 

@@ -11,6 +11,8 @@ from PIL import Image, ImageChops
 from tests.conftest import COLOURS, nearest_colour
 from tests.mjpeg_client import StreamReader
 
+pytestmark = pytest.mark.slow
+
 
 def element_image(page, selector: str = "#stream") -> Image.Image:
     return Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")

@@ -9,6 +9,8 @@ import time
 import pytest
 from PIL import Image, ImageChops
 
+pytestmark = pytest.mark.slow
+
 CAMERA = ("--camera", "emulated", "--fps", "30", "--width", "640", "--height", "480")
 VIEWPORT = (1280, 720)
 

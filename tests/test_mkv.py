@@ -55,6 +55,7 @@ def test_ffmpeg_plays_every_frame_at_its_time(tmp_path: Path) -> None:
     assert index.start_time == pytest.approx(START, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_long_file_has_clusters_cues_and_seeks(tmp_path: Path) -> None:
     times = [i * 100 for i in range(200)]  # 20 s at 10 fps: 20 Clusters
     path = tmp_path / "long.mkv"
@@ -122,6 +123,7 @@ def test_a_file_cut_anywhere_is_recovered_to_its_complete_clusters(tmp_path: Pat
         assert recover(part).frame_count == kept  # idempotent
 
 
+@pytest.mark.slow
 def test_reads_a_file_that_ffmpeg_remuxed(tmp_path: Path) -> None:
     path = tmp_path / "ours.mkv"
     frames = write_file(path, [i * 100 for i in range(30)])
@@ -147,6 +149,7 @@ def test_garbage_is_refused_clearly(tmp_path: Path, content: bytes) -> None:
         read_index(path)
 
 
+@pytest.mark.slow
 def test_a_matroska_file_without_jpeg_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "png.mkv"
     source = tmp_path / "a.png"

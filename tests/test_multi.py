@@ -118,6 +118,7 @@ def test_config_file_then_camera_options(tmp_path):
     assert [s.name for s in settings.cameras] == ["porch", "shed"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -132,6 +133,7 @@ def test_bad_cameras_exit_2_with_one_line(args, message):
     assert_one_line_error(run_cli(*args), message)
 
 
+@pytest.mark.slow
 def test_a_bad_config_file_names_the_camera(tmp_path):
     path = tmp_path / "cameras.toml"
     path.write_text('[cameras.porch]\ndriver = "emulated"\nfps = 500\n')
@@ -306,6 +308,7 @@ async def test_a_failing_camera_does_not_affect_the_others(tmp_path, dead_port):
 
 
 # -- a real server process --------------------------------------------------------
+@pytest.mark.slow
 def test_a_server_process_with_a_config_file(start_server, tmp_path):
     path = tmp_path / "cameras.toml"
     lines = []

@@ -109,6 +109,7 @@ def test_sources_are_told_apart(tmp_path, video):
     assert parse_source(str(tmp_path)).kind == "device"  # an existing non-file path, as /dev/video0
 
 
+@pytest.mark.slow
 def test_reads_this_servers_mjpeg_url(start_server, frames_dir, cameras):
     upstream = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "30")
     camera = cameras(source=upstream.url + "stream.mjpg")
@@ -122,6 +123,7 @@ def test_reads_this_servers_mjpeg_url(start_server, frames_dir, cameras):
     assert len(set(colours)) >= 3, colours  # the upstream's colours go round
 
 
+@pytest.mark.slow
 def test_a_stream_that_stops_is_reported_and_reopened(start_server, frames_dir, cameras, caplog):
     upstream = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "30")
     camera = cameras(source=upstream.url + "stream.mjpg")
@@ -208,6 +210,7 @@ def test_missing_opencv_is_one_clear_line(monkeypatch):
     assert "pip install -e '.[opencv]'" in message
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_missing_file_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "server.py"), "--camera", "opencv", "--source", "/no/such/file.avi"],

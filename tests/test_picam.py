@@ -223,6 +223,7 @@ def test_missing_picamera2_is_one_clear_line(monkeypatch):
     assert "--system-site-packages" in message
 
 
+@pytest.mark.slow
 def test_cli_without_picamera2_exits_2_with_one_line(tmp_path):
     # A picamera2 that cannot be imported, as on a machine without libcamera.
     broken = tmp_path / "site" / "picamera2"

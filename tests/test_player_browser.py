@@ -26,6 +26,8 @@ from PIL import Image
 from recording.mkv import read_index
 from tests.conftest import ServerProcess, nearest_colour, write_colour_frames
 
+pytestmark = pytest.mark.slow
+
 FPS = 10
 SEGMENT_S = 4
 TOKEN = "SECRET123"

@@ -39,6 +39,8 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 import server
 from tests.conftest import ServerProcess, assert_one_line_error, run_cli
 
+pytestmark = pytest.mark.slow
+
 log = logging.getLogger(__name__)
 
 NGINX = "/usr/sbin/nginx"

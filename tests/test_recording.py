@@ -79,6 +79,7 @@ def assert_recorded_as_taken(path: Path) -> int:
     return len(colours)
 
 
+@pytest.mark.slow
 def test_records_without_viewers_in_playable_segments(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     folder = tmp_path / "rec"
@@ -102,6 +103,7 @@ def test_records_without_viewers_in_playable_segments(tmp_path: Path, start_serv
     assert "yard: recording to" in text and "yard: recording stopped" in text
 
 
+@pytest.mark.slow
 def test_a_crash_loses_at_most_the_last_second(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     folder = tmp_path / "rec"
@@ -124,6 +126,7 @@ def test_a_crash_loses_at_most_the_last_second(tmp_path: Path, start_server) -> 
     assert read_index(recovered).finished
 
 
+@pytest.mark.slow
 def test_recordings_over_http(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     folder = tmp_path / "rec"
@@ -204,6 +207,7 @@ def test_recordings_over_http(tmp_path: Path, start_server) -> None:
     assert server.get("/recordings/")[0] == 200
 
 
+@pytest.mark.slow
 def test_metrics_count_the_recording(tmp_path: Path, start_server) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -223,6 +227,7 @@ def test_metrics_count_the_recording(tmp_path: Path, start_server) -> None:
     assert samples["camstream_frames_not_recorded_total"] == 0
 
 
+@pytest.mark.slow
 def test_config_records_per_camera(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     config = tmp_path / "cameras.toml"
@@ -247,6 +252,7 @@ source = "{frames}"
     assert state["back"]["recording"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -260,6 +266,7 @@ def test_bad_recording_options(args: list[str], message: str) -> None:
     assert_one_line_error(run_cli(*args), message)
 
 
+@pytest.mark.slow
 def test_a_folder_that_cannot_be_used_is_one_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -267,6 +274,7 @@ def test_a_folder_that_cannot_be_used_is_one_clear_error(tmp_path: Path) -> None
     assert_one_line_error(result, "camera 'emulated': cannot record in")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("table", "message"),
     [

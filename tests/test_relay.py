@@ -298,6 +298,7 @@ def test_a_wrong_password_is_reported_once(scripted, cameras, caplog):
     assert "wrong" not in camera.error
 
 
+@pytest.mark.slow
 def test_what_is_not_an_mjpeg_stream_is_named(start_server, frames_dir, cameras):
     upstream = start_server("--camera", "files", "--source", str(frames_dir))
     snapshot = cameras(upstream.url + "snapshot.jpg")
@@ -348,6 +349,7 @@ def test_a_stream_ended_at_once_is_retried_with_a_delay(scripted, cameras, caplo
 
 
 # -- this server as the upstream ---------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("query", ["", "?framing=img"], ids=["content-length", "boundary-only"])
 def test_relays_this_server_byte_for_byte(start_server, frames_dir, cameras, query):
     originals = [p.read_bytes() for p in sorted(frames_dir.glob("*.jpg"))]
@@ -361,6 +363,7 @@ def test_relays_this_server_byte_for_byte(start_server, frames_dir, cameras, que
     assert len(set(indexes)) >= 4, "the relayed pictures move on"
 
 
+@pytest.mark.slow
 def test_upstream_restart_goes_offline_then_live_again(start_server, frames_dir, cameras, caplog):
     originals = [p.read_bytes() for p in sorted(frames_dir.glob("*.jpg"))]
     upstream = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "30")
@@ -388,6 +391,7 @@ def test_upstream_restart_goes_offline_then_live_again(start_server, frames_dir,
     assert any("back online" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_relay_server_serves_the_upstream_jpegs(start_server, frames_dir):
     originals = [p.read_bytes() for p in sorted(frames_dir.glob("*.jpg"))]
     upstream = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "30")
@@ -402,6 +406,7 @@ def test_a_relay_server_serves_the_upstream_jpegs(start_server, frames_dir):
 
 
 # -- the command line ----------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "message"),
     [("ftp://x", "ftp://x: the mjpeg camera needs an http:// or https:// URL"), ("", "needs --source")],

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -26,6 +27,7 @@ def test_a_camera_that_cannot_be_built_exits_2_with_one_line(args, message):
     assert_one_line_error(run_cli(*args), message)
 
 
+@pytest.mark.slow
 def test_a_folder_without_jpegs(tmp_path):
     (tmp_path / "notes.txt").write_text("no pictures here")
     result = run_cli("--camera", "files", "--source", str(tmp_path))
@@ -36,6 +38,7 @@ def test_a_folder_without_jpegs(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_port_in_use():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -54,6 +57,7 @@ def status(proc) -> dict:
     return json.loads(body)
 
 
+@pytest.mark.slow
 def test_server_process_idles_the_camera_and_exits_cleanly(start_server, frames_dir):
     proc = start_server("--camera", "files", "--source", str(frames_dir), "--idle-timeout", "0.5")
     assert status(proc)["running"] is False
@@ -70,11 +74,13 @@ def test_server_process_idles_the_camera_and_exits_cleanly(start_server, frames_
     assert "shutting down" in log
 
 
+@pytest.mark.slow
 def test_camera_environment_variable_selects_the_driver(start_server, frames_dir):
     proc = start_server("--source", str(frames_dir), env={"CAMERA": "files"})
     assert status(proc)["driver"] == "files"
 
 
+@pytest.mark.slow
 def test_sigterm_closes_every_viewer_and_exits_0_within_seconds(start_server, frames_dir):
     import signal
     import socket
@@ -105,6 +111,7 @@ def test_sigterm_closes_every_viewer_and_exits_0_within_seconds(start_server, fr
     assert "shutting down" in log and "camera stopped" in log
 
 
+@pytest.mark.slow
 def test_a_second_signal_exits_at_once_when_the_shutdown_hangs(start_server):
     import signal
 

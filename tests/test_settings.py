@@ -234,6 +234,7 @@ def test_one_message_for_an_unknown_driver(tmp_path):
 
 
 # -- errors: one line, status 2 -------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -256,6 +257,7 @@ def test_bad_values_exit_2_with_one_line(args, env, message):
     assert_one_line_error(run_cli(*args, env=env), message)
 
 
+@pytest.mark.slow
 def test_the_two_forms_of_a_secret_exclude_each_other(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("user:0123456789\n")
@@ -266,6 +268,7 @@ def test_the_two_forms_of_a_secret_exclude_each_other(tmp_path):
 
 
 # -- --help and the README ------------------------------------------------------
+@pytest.mark.slow
 def test_help_lists_every_option_and_group():
     result = run_cli("--help")
     assert result.returncode == 0

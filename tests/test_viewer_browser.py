@@ -6,7 +6,10 @@ import io
 import json
 import time
 
+import pytest
 from PIL import Image, ImageChops
+
+pytestmark = pytest.mark.slow
 
 CAMERA = ("--camera", "emulated", "--fps", "30", "--width", "640", "--height", "480")
 
