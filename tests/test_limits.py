@@ -17,8 +17,9 @@ import tornado.websocket
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 import server
-from bench.fanout import make_frames
 from cameras.feed import FrameFeed
+from tests.camera_polling import wait_for
+from tests.conftest import write_colour_frames
 from tests.fakes import FakeCamera, FakeSubscriber, ManualClock, jpeg
 from tests.mjpeg_client import StreamReader, open_stream, read_parts
 
@@ -88,10 +89,10 @@ def test_a_viewer_that_takes_nothing_is_dropped_after_the_stall_timeout():
     feed.close()
 
 
+@pytest.mark.slow
 def test_a_real_never_reader_is_disconnected_and_a_keeping_up_reader_is_not(start_server, tmp_path):
     frames = tmp_path / "big"
-    frames.mkdir()
-    make_frames(frames, count=4)  # about 40 KB each: the server's socket buffer fills in seconds
+    write_colour_frames(frames, size=(2048, 1280))  # about 40 KB each: socket buffers fill in seconds
     proc = start_server("--camera", "files", "--source", str(frames), "--fps", "30", "--stall-timeout", "2")
     # A client that never reads, with a tiny receive buffer.
     never = socket.socket()
@@ -101,14 +102,13 @@ def test_a_real_never_reader_is_disconnected_and_a_keeping_up_reader_is_not(star
         never.connect(("127.0.0.1", proc.port))
         never.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
         reader = StreamReader(proc.port, "/stream.mjpg")
-        deadline = time.monotonic() + 60
-        dropped = 0
-        while time.monotonic() < deadline:
-            dropped = json.loads(proc.get("/status")[2])["stalled_dropped"]
-            if dropped:
-                break
-            time.sleep(0.1)  # polling /status with a deadline
-        assert dropped == 1
+        status = wait_for(
+            lambda: (s := json.loads(proc.get("/status")[2]))["stalled_dropped"] and s,
+            timeout_s=60,
+            what="the never-reader dropped",
+            poll_s=0.1,
+        )
+        assert status["stalled_dropped"] == 1
         # The never-reader's connection is closed: reading it to the end finds EOF.
         never.settimeout(10)
         while never.recv(1 << 20):
@@ -143,6 +143,7 @@ def raw(port: int, data: bytes, timeout_s: float = 10.0) -> bytes:
             answer += chunk
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("request_bytes", "statuses"),
     [
@@ -195,6 +196,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
+@pytest.mark.slow
 def test_https_and_wss(start_server, frames_dir, tmp_path, io_loop):
     certfile, keyfile = self_signed(tmp_path)
     proc = start_server(
