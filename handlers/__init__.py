@@ -207,9 +207,7 @@ def routes(
     rules = [
         Rule(ActionMatches("/", "stream"), MjpegHandler, stream),
         Rule(ActionMatches("/", "snapshot"), SnapshotHandler, snapshot),
-        Rule(
-            PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds, recorders)}
-        ),
+        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
         Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
         Rule(
             PathMatches(r"/cameras/$"),
