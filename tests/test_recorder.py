@@ -64,8 +64,8 @@ def test_segments_end_on_multiples_of_their_length(tmp_path: Path) -> None:
         times = packet_times(path)
         assert times == pytest.approx([i / 10 for i in range(count)], abs=0.0015)
     assert recorder.frames_recorded == 50
-    assert recorder.segments_finished == 3
-    assert recorder.bytes_written == sum(p.stat().st_size for p in files)
+    assert recorder.segments_recorded == 3
+    assert recorder.bytes_recorded == sum(p.stat().st_size for p in files)
     # The bytes are the camera's JPEGs, in order.
     data = files[1].read_bytes()
     index = read_index(files[1])
@@ -146,7 +146,7 @@ def test_retention_by_size_deletes_the_oldest(tmp_path: Path) -> None:
     assert total <= settings.max_bytes
     assert len(files) == 2  # the newest ones
     assert files[-1].name == format_start(1_795_000_010) + ".mkv"
-    assert recorder.segments_deleted == recorder.segments_finished - 2
+    assert recorder.segments_deleted == recorder.segments_recorded - 2
 
 
 def test_retention_by_age(tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_the_queue_drops_the_oldest_when_the_disk_falls_behind(tmp_path: Path) -
     recorder = Recorder("cam", RecordSettings(str(tmp_path)), fps=10)
     for frame in frames(T0, recorder.queue_frames + 10):  # nobody writing yet
         recorder.put(frame)
-    assert recorder.frames_dropped == 10
+    assert recorder.frames_not_recorded == 10
     assert recorder._queue.get_nowait().seq == 11  # the oldest went
 
 
