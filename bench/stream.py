@@ -15,6 +15,7 @@ import http.client
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cameras.base import CameraError
@@ -56,17 +57,19 @@ class StreamReader:
         self._thread = threading.Thread(target=self._run, name="bench-stream-reader", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            while not self._closing:
-                try:
-                    data = self._response.read1(65536)
-                except TimeoutError:
-                    continue
+    def _chunks(self) -> Iterator[bytes]:
+        """The bytes as they come, until the stream ends or :meth:`close` (reader thread)."""
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):  # a quiet moment, not an end
+                data = self._response.read1(65536)
                 if not data:
                     return
-                parts = self._parser.feed(data)
-                if parts:
+                yield data
+
+    def _run(self) -> None:
+        try:
+            for data in self._chunks():
+                if parts := self._parser.feed(data):
                     arrived, received_at = time.monotonic(), time.time()
                     with self._changed:
                         self.parts += [Arrival(p.headers, p.body, arrived, received_at) for p in parts]
