@@ -42,8 +42,11 @@ class StreamReader:
     def __init__(self, port: int, path: str = "/stream.mjpg", timeout_s: float = 10.0) -> None:
         self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
         self._conn.request("GET", path)
+        # Kept now: getresponse() hands the socket over to the response and forgets it.
+        self._sock = self._conn.sock
         response = self._conn.getresponse()
         if response.status != 200 or response.headers.get_content_maintype() != "multipart":
+            response.close()
             self._conn.close()
             raise ConnectionError(f"{path}: HTTP {response.status} {response.headers.get_content_type()}")
         boundary = response.headers.get_param("boundary")
@@ -100,9 +103,9 @@ class StreamReader:
     def close(self) -> None:
         """Stop reading and close the connection (waits for the thread, at most 5 s)."""
         self._closing = True
-        sock = self._conn.sock
-        if sock is not None:
+        if self._sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read
         self._thread.join(timeout=5)
+        self._response.close()
         self._conn.close()
