@@ -99,7 +99,7 @@ def _camera_rules(
     """The URLs of one camera under ``prefix`` (``""`` or ``/cameras/NAME``)."""
     stream = {"feed": feed}
     snapshot = {"feed": feed, "timeout_s": snapshot_timeout_s}
-    values = {"camera": feed.name, "cameras_link": cameras_link}
+    values = {"camera": feed.name, "cameras_link": cameras_link, "assets": "static/"}
     return [
         Rule(PathMatches(re.escape(prefix) + "/$"), PageHandler, _page(loader, "index.html", values, False)),
         Rule(PathMatches(_paths(prefix, "/stream.mjpg", "/stream", "/video_feed")), MjpegHandler, stream),
@@ -127,7 +127,7 @@ def _recording_rules(folders: Mapping[str, Path | None], loader: tornado.templat
     segment's player, index and file (``folders``: every camera's recordings
     folder by name, None for a camera that does not record)."""
     archive = Archive(folders)
-    listing = _page(loader, "recordings.html", {}, False)
+    listing = _page(loader, "recordings.html", {"assets": "../static/"}, False)
     rules = [
         Rule(PathMatches(r"/recordings$"), RelativeRedirectHandler, {"location": "recordings/"}),
         Rule(PathMatches(r"/recordings/$"), RecordingsPageHandler, {"archive": archive, **listing}),
@@ -137,7 +137,7 @@ def _recording_rules(folders: Mapping[str, Path | None], loader: tornado.templat
         if folder is None:
             continue
         camera = "/recordings/(" + re.escape(name) + ")/"
-        player = _page(loader, "player.html", {}, True)
+        player = _page(loader, "player.html", {"assets": "../../static/"}, True)
         rules += [
             Rule(PathMatches(camera + _SEGMENT + r"/?$"), PlayerPageHandler, {"archive": archive, **player}),
             Rule(PathMatches(camera + _SEGMENT + r"\.json$"), SegmentIndexHandler, {"archive": archive}),
@@ -212,7 +212,7 @@ def routes(
         Rule(
             PathMatches(r"/cameras/$"),
             PageHandler,
-            _page(loader, "cameras.html", {"cameras": names, "root": "../"}, False),
+            _page(loader, "cameras.html", {"cameras": names, "root": "../", "assets": "../static/"}, False),
         ),
     ]
     if several:
@@ -220,7 +220,7 @@ def routes(
             Rule(
                 PathMatches(r"/$"),
                 PageHandler,
-                _page(loader, "cameras.html", {"cameras": names, "root": ""}, False),
+                _page(loader, "cameras.html", {"cameras": names, "root": "", "assets": "static/"}, False),
             )
         )
     rules += _recording_rules({name: _folder(recorders.get(name)) for name in feeds}, loader)
