@@ -89,10 +89,10 @@ def scenario(kind: str, frames: Path, logs: Path, folder: Path, seconds: float) 
         server.stop()
     if record is not None:
         frames_written = after["frames_recorded"] - before["frames_recorded"]
-        bytes_written = after["bytes_written"] - before["bytes_written"]
+        bytes_written = after["bytes_recorded"] - before["bytes_recorded"]
         result["recorded_fps"] = round(frames_written / counted_s, 2)
         result["recorded_mb_per_s"] = round(bytes_written / counted_s / 1e6, 3)
-        result["frames_dropped"] = after["frames_dropped"]
+        result["frames_not_recorded"] = after["frames_not_recorded"]
         result["segments_play"] = all(plays(path) for path in sorted(record.rglob("*.mkv")))
         shutil.rmtree(record, ignore_errors=True)
     return result
@@ -131,7 +131,7 @@ def report(results: dict, command: str) -> str:
             lines.append(
                 f"| {kind} | {i} | {r['server_cpu_percent']:.2f} | {r.get('viewer_fps', '-')} "
                 f"| {r.get('recorded_fps', '-')} | {r.get('recorded_mb_per_s', '-')} "
-                f"| {r.get('frames_dropped', '-')} | {r.get('segments_play', '-')} |"
+                f"| {r.get('frames_not_recorded', '-')} | {r.get('segments_play', '-')} |"
             )
     lines += [
         "",
