@@ -538,6 +538,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     variable's value if set (read like the command line's), else the table's."""
     parser = _Parser(
         prog="server.py",
+        allow_abbrev=False,  # --v is not --version: only whole option names
         description="Serve a live camera as Motion-JPEG and over WebSocket. "
         f"Each option can also be set in the environment as {ENV_PREFIX}NAME "
         "(for example CAMSTREAM_PORT=8000); CAMERA=NAME selects the camera as well.",
