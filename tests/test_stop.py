@@ -118,11 +118,12 @@ async def test_the_feed_stops_a_camera_off_the_loop_and_restarts_it_after_the_st
 
 @pytest.mark.slow
 def test_a_camera_hanging_on_release_does_not_stall_another_cameras_viewer(start_server, frames_dir: Path):
-    """The measured bug: camera b (the fake picamera2, told to hang 6 s on release)
-    idles out while a viewer watches camera a; a's frames keep coming."""
+    """The measured bug: camera b (the fake picamera2, told to hang 3.5 s on
+    release, which the old stop spent blocking the loop) idles out while a viewer
+    watches camera a; a's frames keep coming."""
     env = {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKE_PICAMERA2), os.environ.get("PYTHONPATH")])),
-        "FAKE_PICAMERA2_STOP_DELAY_S": "6",
+        "FAKE_PICAMERA2_STOP_DELAY_S": "3.5",
     }
     server = start_server(
         "--camera",
@@ -141,7 +142,7 @@ def test_a_camera_hanging_on_release_does_not_stall_another_cameras_viewer(start
     try:
         viewer_a.wait_for(10, 20)
         viewer_b.close()
-        # b idles out 0.3 s later and its release hangs for 6 s.
+        # b idles out 0.3 s later and its release hangs for 3.5 s.
         wait_for(lambda: "no viewer for 0.3 s" in server.log_text(), what="b's idle stop")
         seen = len(viewer_a.parts)
         parts = viewer_a.wait_for(seen + 60, 15)  # 2 s of frames at 30 fps
