@@ -4,7 +4,6 @@ relaying real MJPEG upstreams: this server, and a scripted one of our own."""
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import os
 import random
@@ -15,22 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from cameras import CameraConfig, CameraError, create_camera
-from cameras.jpeg import jpeg_size
 from cameras.relay import MultipartParser, Part, RelayCamera, parse_source
 from tests.camera_polling import live_frames, wait_for
 from tests.conftest import ROOT
 from tests.fakes import jpeg
 from tests.mjpeg_client import StreamReader
 from tests.sources import ScriptedUpstream, ok_head
-
-
-def pillow_jpeg(size: tuple[int, int], **options) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (10, 120, 200)).save(out, format="JPEG", **options)
-    return out.getvalue()
 
 
 def feed_in_chunks(parser: MultipartParser, data: bytes, sizes: Iterator[int]) -> list[Part]:
@@ -60,32 +51,6 @@ def chunkings() -> list[Callable[[], Iterator[int]]]:
             yield rng.randint(1, 97)
 
     return [whole, bytewise, jagged]
-
-
-# -- JPEG sizes ---------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("size", "options"),
-    [
-        ((64, 48), {}),
-        ((1920, 1080), {"progressive": True}),
-        ((333, 17), {"icc_profile": b"x" * 3000, "exif": b"Exif\x00\x00" + b"\x00" * 64}),
-        ((1, 65500), {}),
-        ((300, 2), {"subsampling": 0}),
-    ],
-)
-def test_jpeg_size_reads_the_start_of_frame_header(size, options):
-    assert jpeg_size(pillow_jpeg(size, **options)) == size
-
-
-def test_jpeg_size_refuses_what_it_cannot_read():
-    data = pillow_jpeg((640, 480))
-    assert jpeg_size(b"") is None
-    assert jpeg_size(b"GIF89a" + data) is None
-    assert jpeg_size(data[:20]) is None  # cut before the SOF
-    # Fill bytes before a marker are allowed.
-    assert jpeg_size(b"\xff\xd8\xff\xff" + data[3:]) == (640, 480)
-    # A scan before any SOF: no size.
-    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 20) is None
 
 
 # -- the parser -----------------------------------------------------------------
