@@ -35,6 +35,7 @@ from cameras import CameraError, create_camera
 from cameras.feed import FrameFeed
 from handlers.access import Access, redact
 from handlers.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, ClientLimit
+from logs import start_logging
 from recording.recorder import Recorder
 from settings import Settings, __version__, parse_settings
 
@@ -229,7 +230,7 @@ async def serve(settings: Settings) -> None:
     def hard_exit(signum: int, frame: object) -> None:
         # A plain signal handler, not the loop's: it runs even while the shutdown
         # is blocked (a camera that will not let go), between two bytecodes.
-        log.warning("second signal: exiting at once")
+        log.warning("second signal: exiting at once")  # queued: written if the writer gets to it
         os._exit(1)
 
     def signalled() -> None:
@@ -270,12 +271,12 @@ async def serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python server.py`` and of the ``camstream`` command."""
     settings = parse_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    writer = start_logging(settings.log_level)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    finally:
+        writer.stop()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    py_modules=["server", "settings"],
+    py_modules=["server", "settings", "logs"],
     packages=["handlers", "cameras", "recording"],
     data_files=[
         (f"share/camstream/{folder}", [str(p) for p in sorted(Path(folder).glob("*")) if p.is_file()])
