@@ -107,7 +107,8 @@ def test_records_without_viewers_in_playable_segments(tmp_path: Path, start_serv
 def test_a_crash_loses_at_most_the_last_second(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     folder = tmp_path / "rec"
-    server = start_server(*recorder_args(frames, folder, "--record-segment", "30"))
+    # Segments of an hour: a segment ending during these seconds is unlikely (and allowed for below).
+    server = start_server(*recorder_args(frames, folder, "--record-segment", "3600"))
     camera_folder = folder / "yard"
     # Wait until the part holds complete Clusters (a second each), then kill -9.
     wait_for(lambda: status(server)["recording"]["frames_recorded"] >= 3 * FPS, what="3 s recorded")
@@ -116,7 +117,7 @@ def test_a_crash_loses_at_most_the_last_second(tmp_path: Path, start_server) -> 
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(10)
     kept = read_index(part).frame_count  # what the crash left, readable as it is
-    # A segment may have ended on a 30 s mark of the clock meanwhile: its frames are not the part's.
+    # A segment may have ended on the hour meanwhile: its frames are not the part's.
     before = sum(read_index(p).frame_count for p in camera_folder.glob("*.mkv"))
     assert kept >= recorded - before - 2 * FPS  # at most the Cluster being gathered, and the frames since
     # The next start finishes it: a complete, playable file with every kept frame.
@@ -216,13 +217,21 @@ def test_metrics_count_the_recording(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     server = start_server(*recorder_args(frames, tmp_path / "rec"))
     wait_for(lambda: finished(tmp_path / "rec" / "yard"), what="a finished segment")
-    _, _, body = server.get("/metrics")
-    samples = {
-        s.name: s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-        if s.labels.get("camera") == "yard"
-    }
+
+    def scrape() -> dict[str, float]:
+        _, _, body = server.get("/metrics")
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+            if s.labels.get("camera") == "yard"
+        }
+
+    # A segment counts once its rename is durable (the folder synced): just after the file shows.
+    samples = wait_for(
+        lambda: (found := scrape()).get("camstream_segments_recorded_total", 0) >= 1 and found,
+        what="the finished segment counted",
+    )
     assert samples["camstream_frames_recorded_total"] >= 1
     assert samples["camstream_segments_recorded_total"] >= 1
     assert samples["camstream_bytes_recorded_total"] > 0
