@@ -36,9 +36,9 @@ from handlers.access import Access
 from handlers.base import BaseHandler, admit
 from handlers.pages import PageHandler
 from handlers.plain import write_short_error
-from recording.archive import Archive, day_of, parse_day, start_of
+from recording.archive import Archive, day_of, parse_day
 from recording.mkv import MkvError, SegmentIndex
-from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo
+from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, start_of
 
 log = logging.getLogger(__name__)
 

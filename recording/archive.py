@@ -26,7 +26,6 @@ reads no file.
 
 from __future__ import annotations
 
-import calendar
 import datetime
 import logging
 import os
@@ -43,23 +42,21 @@ from typing import Any, TypeVar
 from tornado.ioloop import IOLoop
 
 from recording.mkv import SegmentIndex, read_index
-from recording.recorder import PART_SUFFIX, SEGMENT_NAME, SUFFIX, SegmentInfo, describe
+from recording.recorder import (
+    PART_SUFFIX,
+    SEGMENT_NAME,
+    SUFFIX,
+    SegmentInfo,
+    describe,
+    segment_name,
+    start_of,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-def _segment_stem(file: str) -> str | None:
-    """The segment name of a file name (``20261121T213000Z.mkv`` or ``.mkv.part``), or
-    None: :func:`recording.recorder.segment_name` on a string, without a Path."""
-    for suffix in (PART_SUFFIX, SUFFIX):
-        if file.endswith(suffix):
-            stem = file[: -len(suffix)]
-            return stem if SEGMENT_NAME.fullmatch(stem) else None
-    return None
 
 
 def parse_day(text: str) -> str:
@@ -78,22 +75,6 @@ def day_of(unix_s: float) -> str:
     """The local date (the server's time zone) of ``unix_s``: ``"2026-11-21"``. Any thread."""
     t = time.localtime(unix_s)
     return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-
-
-def start_of(name: str) -> float:
-    """Unix time of a segment's name (``20261121T213000Z`` or ``20261121T213000Z-1``)."""
-    return float(
-        calendar.timegm(
-            (
-                int(name[0:4]),
-                int(name[4:6]),
-                int(name[6:8]),
-                int(name[9:11]),
-                int(name[11:13]),
-                int(name[13:15]),
-            )
-        )
-    )
 
 
 @dataclass(frozen=True)
@@ -212,7 +193,7 @@ class Archive:
                 for dirent in it:
                     file = dirent.name
                     entry = known.get(file)
-                    name = entry.info.name if entry is not None else _segment_stem(file)
+                    name = entry.info.name if entry is not None else segment_name(file)
                     if name is None:
                         continue
                     try:

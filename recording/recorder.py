@@ -111,13 +111,27 @@ class SegmentInfo:
     height: int | None = None
 
 
-def _start_of(name: str) -> float:
-    return float(calendar.timegm(time.strptime(name.split("-", 1)[0], "%Y%m%dT%H%M%SZ")))
+def start_of(name: str) -> float:
+    """Unix time of a segment's name (``20261121T213000Z`` or ``20261121T213000Z-1``).
+    Pure function, any thread."""
+    return float(
+        calendar.timegm(
+            (
+                int(name[0:4]),
+                int(name[4:6]),
+                int(name[6:8]),
+                int(name[9:11]),
+                int(name[11:13]),
+                int(name[13:15]),
+            )
+        )
+    )
 
 
-def segment_name(path: Path) -> str | None:
-    """The segment name of a file of the camera's folder, or None if it is not a segment."""
-    name = path.name
+def segment_name(file: str | Path) -> str | None:
+    """The segment name of a file of the camera's folder (a Path, or a file name such as
+    ``20261121T213000Z.mkv.part``), or None if it is not a segment.  Pure function."""
+    name = file.name if isinstance(file, Path) else file
     for suffix in (PART_SUFFIX, SUFFIX):
         if name.endswith(suffix):
             stem = name[: -len(suffix)]
@@ -413,34 +427,6 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def list_segments(folder: Path) -> list[SegmentInfo]:
-    """The segments of one camera's folder, oldest first (an absent folder has none)."""
-    try:
-        paths = [p for p in folder.iterdir() if segment_name(p) is not None]
-    except FileNotFoundError:
-        return []
-    segments = []
-    for path in sorted(paths, key=lambda p: p.name):
-        name = segment_name(path)
-        assert name is not None
-        try:
-            st = path.stat()
-        except OSError:
-            continue  # deleted meanwhile
-        recording = path.name.endswith(PART_SUFFIX)
-        segments.append(
-            SegmentInfo(
-                name=name,
-                path=path,
-                start=_start_of(name),
-                size=st.st_size,
-                length_s=None,
-                recording=recording,
-            )
-        )
-    return segments
 
 
 def describe(segment: SegmentInfo) -> SegmentInfo:

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from cameras.base import Frame
+from recording.archive import Archive
 from recording.mkv import MkvWriter, format_start, read_index
 from recording.recorder import (
     PART_SUFFIX,
     Recorder,
     RecordSettings,
+    SegmentInfo,
     describe,
-    list_segments,
     parse_age,
     parse_size,
 )
@@ -41,6 +42,11 @@ def frames(start: float, count: int, fps: float = 10, size: tuple[int, int] = (6
     return [
         Frame(pictures[i % len(pictures)], i + 1, start + i / fps, size[0], size[1]) for i in range(count)
     ]
+
+
+def listed(folder: Path) -> list[SegmentInfo]:
+    """The segments of one camera's folder, oldest first, as the archive lists them."""
+    return [entry.info for entry in Archive({"cam": folder}).scan_blocking("cam")]
 
 
 def record(recorder: Recorder, items: list[Frame]) -> None:
@@ -89,7 +95,7 @@ def test_two_segments_in_one_second_get_distinct_names(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "cam").iterdir())
     stem = format_start(T0)
     assert names == [f"{stem}-1.mkv", f"{stem}-2.mkv", f"{stem}.mkv"]
-    assert [s.name for s in list_segments(tmp_path / "cam")] == [stem + "-1", stem + "-2", stem]
+    assert [s.name for s in listed(tmp_path / "cam")] == [stem + "-1", stem + "-2", stem]
 
 
 def test_the_part_being_written_is_listed_and_readable(tmp_path: Path) -> None:
@@ -102,14 +108,14 @@ def test_the_part_being_written_is_listed_and_readable(tmp_path: Path) -> None:
         while recorder.frames_recorded < 25 and time.monotonic() < deadline:
             time.sleep(0.01)  # polling the writer thread's progress, with a deadline
         recorder._writer.flush_cluster()  # type: ignore[union-attr]  # what a second of time does
-        [segment] = list_segments(tmp_path / "cam")
+        [segment] = listed(tmp_path / "cam")
         assert segment.recording and segment.path.name.endswith(PART_SUFFIX)
         described = describe(segment)
         assert described.frames is not None and described.frames >= 20
         assert described.length_s == pytest.approx(described.frames / 10, abs=0.01)
     finally:
         recorder.close()
-    [segment] = list_segments(tmp_path / "cam")
+    [segment] = listed(tmp_path / "cam")
     assert not segment.recording and describe(segment).length_s == pytest.approx(2.5, abs=0.01)
 
 
