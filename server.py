@@ -134,6 +134,10 @@ def make_recorders(settings: Settings) -> dict[str, Recorder]:
     }
 
 
+class RecordingError(Exception):
+    """A camera cannot record (its folder, or the camera itself); the message is for people."""
+
+
 async def start_recording(feeds: Mapping[str, FrameFeed], recorders: Mapping[str, Recorder]) -> None:
     """Start each recorder (its folder checked, parts left by a crash finished:
     file work, on a worker thread) and attach it to its camera's feed, which
@@ -148,10 +152,6 @@ async def start_recording(feeds: Mapping[str, FrameFeed], recorders: Mapping[str
                 await loop.run_in_executor(None, recorder.close)
             reason = getattr(exc, "strerror", None) or exc
             raise RecordingError(f"camera {name!r}: cannot record in {recorder.folder}: {reason}") from exc
-
-
-class RecordingError(Exception):
-    """A camera cannot record (its folder, or the camera itself); the message is for people."""
 
 
 async def close_feeds(feeds: Mapping[str, FrameFeed], timeout_s: float = 10.0) -> None:

@@ -301,10 +301,6 @@ class FrameFeed:
         self.camera.remove_sink(sink.put)
         hold.release()
 
-    @property
-    def sinks(self) -> tuple[FrameSink, ...]:
-        return tuple(self._sinks)
-
     # -- lifetime -----------------------------------------------------------
     def _activate(self) -> None:
         """Make sure the source runs (or will, once a stop under way has ended)

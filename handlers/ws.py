@@ -69,7 +69,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from cameras.base import CameraError, Frame
 from cameras.feed import FrameFeed, SubscriberGone, consume
@@ -151,6 +151,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self._next_due = -math.inf
         self._subscribed = False
         self._gone = False
+        self._stream: IOStream | None = None
 
     # -- handshake ----------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
@@ -179,6 +180,8 @@ class WsHandler(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
+        # Looked up once: every frame is written onto it (see send).
+        self._stream = websocket_stream(self.ws_connection)  # type: ignore[arg-type]
         hello = {
             "type": "hello",
             "camera": self.feed.name,
@@ -268,7 +271,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         if connection is None or connection.is_closing():
             raise SubscriberGone
         try:
-            return write_now(websocket_stream(connection), data)
+            return write_now(self._stream, data)  # type: ignore[arg-type]
         except StreamClosedError as exc:
             raise SubscriberGone from exc
 
