@@ -1,5 +1,5 @@
 """Fixtures: colour frames, an in-process app for pytest-tornado, a real server
-process, and a headless Chromium (Debian's, driven by Playwright)."""
+process, and real browsers of three engines (tests/browsers.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 
 import server
 from cameras.feed import FrameFeed
+from tests.browsers import ENGINES, VIEWPORT, BrowserError, launch
 from tests.fakes import jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 
 #: Solid colours the files camera cycles through; tests read them back.
 COLOURS = [
@@ -201,40 +201,48 @@ def start_server(tmp_path: Path) -> Iterator:
         assert " ERROR " not in text, text
 
 
-# -- a real browser ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium per test module.  Module scope, not session: Playwright's sync
-    API keeps an event loop marked running while it lives, which would stop
-    pytest-tornado's loop in the modules that follow."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/test.sh, which installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
+# -- real browsers of three engines -------------------------------------------------
+@pytest.fixture(scope="module", params=ENGINES)
+def browser(request: pytest.FixtureRequest) -> Iterator:
+    """One browser per engine per test module (tests/browsers.py): Chromium under
+    Playwright, firefox-esr over WebDriver BiDi, WebKitGTK under Xvfb.  Module
+    scope, not session: Playwright's sync API keeps an event loop marked running
+    while it lives, which would stop pytest-tornado's loop in the modules that follow."""
+    try:
+        started = launch(request.param)
+    except BrowserError as exc:
+        pytest.fail(f"{request.param}: {exc}")
+    try:
+        yield started
+    finally:
+        started.close()
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
-    page = context.new_page()
-    yield page
-    context.close()
+def engine(browser) -> str:
+    """The engine of this test's browser: chromium, firefox or webkit."""
+    return browser.name
+
+
+@pytest.fixture
+def new_page(browser) -> Iterator:
+    """``new_page(viewport=(w, h), java_script_enabled=True)``: a page of its own
+    (Playwright's browser context), closed after the test."""
+    pages: list = []
+
+    def new(viewport: tuple[int, int] = VIEWPORT, java_script_enabled: bool = True):
+        pages.append(browser.new_page(viewport=viewport, java_script_enabled=java_script_enabled))
+        return pages[-1]
+
+    yield new
+    for opened in pages:
+        opened.close()
+
+
+@pytest.fixture
+def page(new_page):
+    """A 1280x720 page in this test's engine, with Playwright's Page API (tests/browsers.py)."""
+    return new_page()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
