@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import importlib.metadata
 import logging
 import os
 import signal
 import socket
 import ssl
+import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -42,12 +45,59 @@ from settings import Settings, __version__, parse_settings
 log = logging.getLogger("camstream")
 
 
+#: The asset folders, each with a file it must hold (a folder without it is not ours, or not whole).
+ASSET_MARKERS: dict[str, str] = {"static": "style.css", "templates": "base.html"}
+
+
+class AssetsMissing(Exception):
+    """The pages' files (``static/``, ``templates/``) are in none of the places an install puts them."""
+
+
+def _distribution() -> importlib.metadata.Distribution | None:
+    """The installed ``camstream`` distribution that this very ``server.py`` belongs
+    to (not another copy further along ``sys.path``), or None (a bare checkout)."""
+    me = Path(__file__).resolve()
+    for dist in importlib.metadata.distributions(name="camstream"):
+        with contextlib.suppress(OSError):
+            if Path(str(dist.locate_file("server.py"))).resolve() == me:
+                return dist
+    return None
+
+
+def asset_candidates(folder: str) -> list[Path]:
+    """Where ``folder`` (``"static"`` or ``"templates"``) may be, most likely first:
+
+    - beside this file: a checkout, ``pip install -e .``;
+    - where the distribution's RECORD says its data files went
+      (``share/camstream/FOLDER`` under the venv, ``--user`` base or ``--prefix``);
+    - ``share/camstream/FOLDER`` in this file's folder or one above it:
+      ``pip install --target DIR`` moves the data files to ``DIR/share`` but its
+      RECORD still names them from the temporary folder pip built in.
+
+    Reads the file system (RECORD): call it at start, not per request."""
+    here = Path(__file__).resolve().parent
+    found = [here / folder]
+    dist = _distribution()
+    for file in (dist.files or []) if dist else []:
+        if file.parent.name == folder and file.parent.parent.name == "camstream":
+            found.append(Path(str(dist.locate_file(file))).resolve().parent)  # type: ignore[union-attr]
+    found += [parent / "share" / "camstream" / folder for parent in (here, *here.parents)]
+    return list(dict.fromkeys(found))
+
+
 def asset_path(folder: str) -> str:
-    """``static/`` or ``templates/`` beside this file, or where ``pip install .`` put it."""
-    here = Path(__file__).resolve().parent / folder
-    if here.is_dir():
-        return str(here)
-    return str(Path(sys.prefix) / "share" / "camstream" / folder)
+    """The ``static/`` or ``templates/`` folder of the pages, in whatever layout
+    camstream was installed (see :func:`asset_candidates`); raises AssetsMissing,
+    with a message for people, if it is nowhere.  Blocking (file system): at start."""
+    candidates = asset_candidates(folder)
+    for path in candidates:
+        if (path / ASSET_MARKERS[folder]).is_file():
+            return str(path)
+    shown = ", ".join(str(p) for p in candidates[:3])
+    raise AssetsMissing(
+        f"the pages' {folder}/ folder is missing (no {folder}/{ASSET_MARKERS[folder]} in {shown}, ...): "
+        "reinstall camstream (pip install .) or run server.py from its repository"
+    )
 
 
 # -- the application ----------------------------------------------------------
@@ -180,6 +230,60 @@ def tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
     return context
 
 
+#: Linux's ioctl that reads an interface's IPv4 address.
+_SIOCGIFADDR = 0x8915
+
+
+def local_addresses() -> list[str]:
+    """This machine's interface addresses other than loopback: IPv4 first, then
+    global IPv6 (no link-local ones, which need a zone), from the kernel's
+    interface table (Linux: an ioctl per interface and ``/proc/net/if_inet6``),
+    never DNS or the network.  Empty where the platform tells nothing.  Blocking
+    (system calls, a small /proc read): call it off the IOLoop."""
+    found: list[str] = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            except OSError:  # no IPv4 address on this interface
+                continue
+            address = socket.inet_ntoa(packed[20:24])
+            if not address.startswith("127."):
+                found.append(address)
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6", encoding="ascii") as table:
+        for line in table:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "00":  # scope 00: global
+                continue
+            address = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
+            found.append(address)
+    return list(dict.fromkeys(found))
+
+
+def server_urls(
+    sockets: Sequence[socket.socket], scheme: str, base_path: str, addresses: Sequence[str]
+) -> list[str]:
+    """The URLs a person can open, for the startup lines: each listening socket's
+    address, except that a wildcard one (``0.0.0.0``, ``::``), which no browser
+    opens, becomes the machine's ``addresses`` of its family (IPv4, or both for
+    ``::``) then ``localhost``.  Never empty."""
+    base = base_path + "/"
+    hosts: list[str] = []
+    for sock in sockets:
+        host = sock.getsockname()[0]
+        if host == "0.0.0.0":
+            hosts += [a for a in addresses if ":" not in a] + ["localhost"]
+        elif host == "::":
+            hosts += [*addresses, "localhost"]
+        else:
+            hosts.append(host)
+    port = sockets[0].getsockname()[1]
+    shown = (f"[{host}]" if ":" in host else host for host in dict.fromkeys(hosts))
+    urls = [f"{scheme}://{host}:{port}{base}" for host in shown]
+    # localhost last: the addresses are what another machine opens.
+    return sorted(urls, key=lambda url: "//localhost:" in url)
+
+
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -191,6 +295,11 @@ def _fail(message: str) -> NoReturn:
 
 async def serve(settings: Settings) -> None:
     """Run the server until SIGINT or SIGTERM."""
+    try:
+        for folder in ASSET_MARKERS:
+            asset_path(folder)
+    except AssetsMissing as exc:
+        _fail(str(exc))
     try:
         feeds = make_feeds(settings)
     except CameraError as exc:
@@ -246,21 +355,17 @@ async def serve(settings: Settings) -> None:
             "listening on %s without --auth or --token: anyone who can reach this port can watch",
             settings.host,
         )
-    scheme = "https" if tls else "http"
-    seen = set()
-    for sock in sockets:
-        host, port = sock.getsockname()[:2]
-        base = settings.base_path + "/"
-        url = f"{scheme}://[{host}]:{port}{base}" if ":" in host else f"{scheme}://{host}:{port}{base}"
-        if url in seen:
-            continue
-        seen.add(url)
-        if len(feeds) == 1:
-            log.info("serving the %s camera on %s (stream: %sstream.mjpg)", next(iter(feeds)), url, url)
-        else:
-            log.info("serving %d cameras on %s (%s)", len(feeds), url, ", ".join(feeds))
-            for name in feeds:
-                log.info("  %s: %scameras/%s/ (stream: %scameras/%s/stream.mjpg)", name, url, name, url, name)
+    addresses = await loop.run_in_executor(None, local_addresses)
+    urls = server_urls(sockets, "https" if tls else "http", settings.base_path, addresses)
+    url = urls[0]
+    if len(feeds) == 1:
+        log.info("serving the %s camera on %s (stream: %sstream.mjpg)", next(iter(feeds)), url, url)
+    else:
+        log.info("serving %d cameras on %s (%s)", len(feeds), url, ", ".join(feeds))
+        for name in feeds:
+            log.info("  %s: %scameras/%s/ (stream: %scameras/%s/stream.mjpg)", name, url, name, url, name)
+    if len(urls) > 1:
+        log.info("also on %s", ", ".join(urls[1:]))
     await stop.wait()
     log.info("shutting down")
     server.stop()

@@ -1,10 +1,22 @@
-"""Packaging: ``pip install .`` installs the server, its handlers, cameras and pages."""
+"""Packaging: ``pip install .`` installs the server, its handlers, cameras and pages.
 
+The pages' folders (``static/``, ``templates/``) stay at the top of the
+repository and are installed as data files under ``share/camstream/``;
+server.py's ``asset_path`` finds them in every install layout (a checkout,
+``-e``, a venv, ``--user``, ``--prefix``, ``--target``).  The source
+distribution (MANIFEST.in) carries the tests, docs, benchmarks and scripts too.
+"""
+
+import re
 from pathlib import Path
 
 from setuptools import setup
 
 HERE = Path(__file__).parent
+
+#: ``![alt](docs/x.png)`` and ``[text](docs/x.md)``: paths inside the repository.
+_RELATIVE_IMAGE = re.compile(r"!\[([^\]]*)\]\((?!https?://|#)([^)\s]+)\)")
+_RELATIVE_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\((?!https?://|#|mailto:)([^)\s]+)\)")
 
 
 def version() -> str:
@@ -14,20 +26,34 @@ def version() -> str:
     raise RuntimeError("no __version__ in settings.py")
 
 
+def long_description() -> str:
+    """README.md for the package index, where paths inside the repository lead
+    nowhere (no repository URL is known to make them absolute): each picture
+    becomes a line naming its file in the source distribution, each link to a
+    file the file's name in code."""
+    text = (HERE / "README.md").read_text(encoding="utf-8")
+    text = _RELATIVE_IMAGE.sub(r"*(Picture: \1, `\2` in the source distribution.)*", text)
+    return _RELATIVE_LINK.sub(lambda m: m.group(1) if "`" in m.group(1) else f"`{m.group(2)}`", text)
+
+
+def data_files(folder: str) -> tuple[str, list[str]]:
+    """The files of a top-level folder, installed under ``share/camstream/FOLDER``."""
+    files = sorted(p for p in (HERE / folder).iterdir() if p.is_file())
+    return (f"share/camstream/{folder}", [str(p.relative_to(HERE)) for p in files])
+
+
 setup(
     name="camstream",
     version=version(),
     description="A live camera in the browser: Motion-JPEG and WebSocket from one Tornado process",
-    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description=long_description(),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
     python_requires=">=3.11",
     py_modules=["server", "settings", "logs"],
     packages=["handlers", "cameras", "recording"],
-    data_files=[
-        (f"share/camstream/{folder}", [str(p) for p in sorted(Path(folder).glob("*")) if p.is_file()])
-        for folder in ("static", "templates")
-    ],
+    data_files=[data_files("static"), data_files("templates")],
     install_requires=[
         # handlers/fastwrite.py writes WebSocket frames past Tornado: checked on these
         # releases by tests/test_fastwrite.py; widen only after running it on a newer one.
@@ -54,6 +80,7 @@ setup(
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Tornado",
+        "License :: OSI Approved :: MIT License",
         "Topic :: Multimedia :: Video :: Capture",
     ],
 )

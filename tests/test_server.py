@@ -5,11 +5,17 @@ Parsing the command line: tests/test_settings.py."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 
+import server
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -139,3 +145,86 @@ def test_a_second_signal_exits_at_once_when_the_shutdown_hangs(start_server):
     assert proc.proc.wait(10) == 1
     assert time.monotonic() - started < 2
     reader.close()
+
+
+def _global_addresses(family: str) -> set[str]:
+    """This machine's global addresses of ``family`` ("inet", "inet6") as ``ip`` lists them."""
+    out = subprocess.run(
+        ["ip", "-o", "-f", family, "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+
+@pytest.mark.slow
+def test_listening_on_every_interface_prints_the_addresses_people_can_open(tmp_path):
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "server.py"),
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+                "--token",
+                "0123456789",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+    try:
+        deadline = time.monotonic() + 20
+        text = ""
+        while "serving" not in text or "also on" not in text:
+            assert time.monotonic() < deadline, f"the server printed no addresses:\n{text}"
+            assert proc.poll() is None, f"the server exited:\n{text}"
+            time.sleep(0.05)  # polling the log with a deadline
+            text = log_path.read_text()
+        urls = re.findall(r"https?://[^\s,()]+?:\d+/(?=[\s,)]|$)", text, flags=re.M)
+        assert urls, text
+        assert not [url for url in urls if "0.0.0.0" in url], text
+        hosts = {re.match(r"http://(.+):\d+/", url).group(1) for url in urls}
+        assert "localhost" in hosts
+        if shutil.which("ip"):
+            assert hosts - {"localhost"} == _global_addresses("inet"), text
+        port = int(re.search(r"localhost:(\d+)/", text).group(1))
+        with urllib.request.urlopen(f"http://localhost:{port}/status?token=0123456789", timeout=10) as reply:
+            assert reply.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_a_wildcard_socket_is_shown_as_each_address_and_localhost():
+    with socket.socket(socket.AF_INET) as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("0.0.0.0", 0))
+        v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        v6.bind(("::", v4.getsockname()[1]))
+        port = v4.getsockname()[1]
+        both = server.server_urls([v6, v4], "https", "/cam", ["192.0.2.7", "2001:db8::7"])
+        only_v4 = server.server_urls([v4], "http", "", ["192.0.2.7", "2001:db8::7"])
+    assert both == [
+        f"https://192.0.2.7:{port}/cam/",
+        f"https://[2001:db8::7]:{port}/cam/",
+        f"https://localhost:{port}/cam/",
+    ]
+    assert only_v4 == [f"http://192.0.2.7:{port}/", f"http://localhost:{port}/"]
+    with socket.socket() as loopback:
+        loopback.bind(("127.0.0.1", 0))
+        assert server.server_urls([loopback], "http", "", ["192.0.2.7"]) == [
+            f"http://127.0.0.1:{loopback.getsockname()[1]}/"
+        ]
+
+
+def test_the_machine_addresses_leave_out_loopback_and_link_local():
+    addresses = server.local_addresses()
+    assert not [a for a in addresses if a.startswith("127.") or a == "::1" or a.lower().startswith("fe80")]
+    if shutil.which("ip"):
+        assert set(addresses) == _global_addresses("inet") | _global_addresses("inet6")
