@@ -70,7 +70,9 @@ setup(
             # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 81 removed.
             "setuptools<81",
             "opencv-python-headless>=4.8",  # tests/test_opencv.py drives the real library
-            "playwright>=1.45",
+            "playwright>=1.45",  # Chromium's page tests
+            "selenium>=4.30",  # WebKitGTK's page tests, through WebKitWebDriver
+            "websockets>=14",  # Firefox's page tests, over WebDriver BiDi
             "hypothesis>=6.100",  # fuzzing of paths, queries and options
             "cryptography>=42",  # a self-signed certificate for the HTTPS and WSS tests
             "ruff==0.17.6",  # pinned: formatting changes between releases

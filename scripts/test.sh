@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine (a virtualenv with
-# the Python packages; Debian's chromium, ffmpeg and nginx), then runs the
+# the Python packages; Debian's chromium, firefox-esr, WebKitGTK's driver, Xvfb,
+# ffmpeg and nginx), then runs the
 # linters and the whole test suite.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's chromium (browser tests), ffmpeg (a consumer of the stream, and the
+# Debian's chromium, firefox-esr and WebKitGTK (webkit2gtk-driver, under xvfb: the
+# page tests run in all three engines), ffmpeg (a consumer of the stream, and the
 # check that recordings play) and nginx (the reverse-proxy tests).
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/firefox-esr ] || missing="$missing firefox-esr"
+[ -x /usr/bin/WebKitWebDriver ] || missing="$missing webkit2gtk-driver"
+[ -x /usr/bin/Xvfb ] || missing="$missing xvfb"
 [ -x /usr/bin/ffmpeg ] && [ -x /usr/bin/ffprobe ] || missing="$missing ffmpeg"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 if [ -n "$missing" ]; then
