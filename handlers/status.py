@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from cameras.feed import FrameFeed
 from handlers.base import BaseHandler
+from handlers.ws import MAX_CLIENT_MESSAGE_BYTES
 
 
 class StatusHandler(BaseHandler):
@@ -37,6 +38,7 @@ class StatusHandler(BaseHandler):
             "version": self.version,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             **self.feed.status(),
+            "ws_max_message_bytes": MAX_CLIENT_MESSAGE_BYTES,
         }
         if self.feeds is not None:
             body["cameras"] = {name: feed.status() for name, feed in self.feeds.items()}

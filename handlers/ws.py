@@ -9,15 +9,9 @@ the stale one and gets the newest as soon as it is free.
 
 Protocol, server to client:
 
-* On open, one text message, a JSON object::
-
-      {"type": "hello", "camera": "emulated", "fps": 30.0,
-       "server_time": 1700000000.123456, "max_message_bytes": 4096}
-
-  ``server_time`` (Unix seconds) gives a first, rough estimate of the offset
-  between the client's clock and the server's (see ``"time"`` below for a
-  better one).
-* Then binary messages, each one complete JPEG: the frame's bytes with one
+* Binary messages only, until the client sends something: a client that
+  treats every message as a JPEG (a blob into an ``<img>``) just works.
+* Each binary message is one complete JPEG: the frame's bytes with one
   JPEG comment segment (``COM``, ``FF FE``) inserted after the ``APPn``
   headers, holding ASCII ``camstream seq=<int> t=<unix seconds>``: the
   frame's sequence number and capture time.  Every JPEG decoder skips
@@ -30,6 +24,17 @@ Protocol, server to client:
   once a second (same ``seq``): a client can tell a still picture from a
   dead connection without a timer of the server per client.  Clients skip a
   ``seq`` they have already shown.
+* In answer to the client's first accepted control message (``{}`` will do),
+  one text message, a JSON object, before the reply::
+
+      {"type": "hello", "camera": "emulated", "fps": 30.0,
+       "server_time": 1700000000.123456, "max_message_bytes": 4096}
+
+  ``fps`` is the camera's configured rate; ``server_time`` (Unix seconds)
+  gives a first, rough estimate of the offset between the client's clock and
+  the server's (see ``"time"`` below for a better one).  ``/status`` has
+  the same facts for clients that never speak: ``name``, ``fps_configured``
+  and ``ws_max_message_bytes``.
 * After each accepted control message, one text message
   ``{"type": "reply", "fps": <cap or null>, "server_time": <unix s>, "time": <echo>}``
   (``time`` only when the request had one).
@@ -65,6 +70,7 @@ import logging
 import math
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +121,40 @@ def ws_wire(frame: Frame) -> bytes:
     return binary_frame(ws_message(frame))
 
 
+#: (origin, Host) pairs whose refusal was logged as a WARNING; bounded, so a
+#: flood of made-up origins cannot grow it or the log.
+_refusals_logged: set[tuple[str, str]] = set()
+_MAX_REFUSALS_LOGGED = 32
+
+
+def _netloc(origin: str) -> str:
+    try:
+        return urllib.parse.urlsplit(origin).netloc.lower()
+    except ValueError:
+        return ""
+
+
+def refusal_reason(origin: str, host: str) -> str:
+    """Why a WebSocket from a page of ``origin`` is refused when the request's
+    ``Host`` header is ``host``, and the two ways to fix it (one line)."""
+    return (
+        f"the page's origin {origin} does not match the Host header the server received "
+        f"({host or 'none'}): a proxy in front of the server must pass the browser's Host on "
+        f"(nginx: proxy_set_header Host $host;), or start the server with --allow-origin {origin}"
+    )
+
+
+def hello_message(feed: FrameFeed) -> dict[str, Any]:
+    """The ``hello`` text message for a client of ``feed`` (see the module's protocol)."""
+    return {
+        "type": "hello",
+        "camera": feed.name,
+        "fps": feed.camera.config.fps,
+        "server_time": round(time.time(), 6),
+        "max_message_bytes": MAX_CLIENT_MESSAGE_BYTES,
+    }
+
+
 def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
     """Undo :func:`ws_message`: ``(original jpeg, seq, timestamp)``, or None if
     the message carries no ``camstream`` comment.  For tests and Python clients."""
@@ -150,13 +190,48 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.fps_cap: float | None = None
         self._next_due = -math.inf
         self._subscribed = False
+        self._greeted = False
         self._gone = False
         self._stream: IOStream | None = None
 
     # -- handshake ----------------------------------------------------------
     def check_origin(self, origin: str) -> bool:
-        """Called only for cross-origin requests: accept the configured origins."""
-        return origin_allowed(self, origin)
+        """Called only for cross-origin requests: accept the configured origins.
+
+        A refusal is logged once per (origin, Host) pair as a WARNING that
+        names the fix: the usual cause is a proxy that does not pass the
+        browser's ``Host`` on (nginx's default), not an attack.
+        """
+        if origin_allowed(self, origin):
+            return True
+        host = self.request.headers.get("Host", "")
+        key = (origin, host)
+        if key not in _refusals_logged and len(_refusals_logged) < _MAX_REFUSALS_LOGGED:
+            _refusals_logged.add(key)
+            reason = refusal_reason(origin, host)
+            log.warning("ws viewer %s refused (403): %s", self.request.remote_ip, reason)
+        return False
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """The upgrade; or, for a plain ``GET ws?origin=ORIGIN`` (no ``Upgrade``
+        header), the answer to "would a WebSocket from a page of ORIGIN be
+        accepted here?": JSON ``{"ok": true}`` or ``{"ok": false, "reason": "..."}``.
+        Browsers hide why a handshake failed; the pages ask this to show it."""
+        upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
+        if not upgrade and "origin" in self.request.query_arguments:
+            self._diagnose(self.get_query_argument("origin"))
+            return
+        await super().get(*args, **kwargs)
+
+    def _diagnose(self, origin: str) -> None:
+        host = self.request.headers.get("Host", "")
+        if _netloc(origin) == host.lower() or origin_allowed(self, origin):
+            body: dict[str, Any] = {"ok": True}
+        else:
+            body = {"ok": False, "reason": refusal_reason(origin, host)}
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
 
     def set_default_headers(self) -> None:
         # Refusals (a bad handshake, another method) are short plain text, not
@@ -182,14 +257,6 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         # Looked up once: every frame is written onto it (see send).
         self._stream = websocket_stream(self.ws_connection)  # type: ignore[arg-type]
-        hello = {
-            "type": "hello",
-            "camera": self.feed.name,
-            "fps": self.feed.camera.config.fps,
-            "server_time": round(time.time(), 6),
-            "max_message_bytes": MAX_CLIENT_MESSAGE_BYTES,
-        }
-        consume(self.write_message(json.dumps(hello)))
         try:
             self.feed.subscribe(self)
         except CameraError as exc:
@@ -231,6 +298,9 @@ class WsHandler(tornado.websocket.WebSocketHandler):
                 return
             self._next_due = -math.inf
             log.debug("ws viewer %s: fps cap %s", self.request.remote_ip, self.fps_cap)
+        if not self._greeted:
+            self._greeted = True
+            consume(self.write_message(json.dumps(hello_message(self.feed))))
         reply: dict[str, Any] = {"type": "reply", "fps": self.fps_cap, "server_time": round(time.time(), 6)}
         if "time" in request:
             reply["time"] = request["time"]

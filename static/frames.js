@@ -22,6 +22,13 @@
  * (minDelayMs, doubling to maxDelayMs, reset once a frame arrives).  A
  * watchdog closes a socket that has received nothing for stallMs (the server
  * repeats a still picture every second, so silence means a dead connection).
+ *
+ * Browsers hide why a handshake failed.  After two sockets in a row closed
+ * before they opened, it asks the server once ("ws?origin=<our origin>", a
+ * plain GET): if the server would refuse a socket from this page (a proxy
+ * that does not pass the Host header on, a bad token), stats.refusal holds
+ * the server's one-line reason, for the page to show, and onChange is called.
+ * It keeps retrying meanwhile; the first socket that opens clears it.
  */
 "use strict";
 
@@ -95,7 +102,9 @@
         clockOffsetS: 0, // server clock minus ours (seconds)
         clockRttMs: null, // round trip of the best offset estimate
         hello: null,
+        refusal: null, // why the server refuses our sockets (see above), or null
       };
+      this._asked = false;
       this._socket = null;
       this._running = false;
       this._watchdog = null;
@@ -140,7 +149,10 @@
       }
       socket.binaryType = "arraybuffer";
       socket.onopen = () => {
+        socket.opened = true;
         this.stats.connects += 1;
+        this._asked = false;
+        if (this.stats.refusal !== null) this.stats.refusal = null;
         this.stats.lastMessageAt = global.performance.now();
         this._bestRttMs = Infinity;
         this._setConnected(true);
@@ -182,8 +194,34 @@
       if (socket !== this._socket) return; // an old socket, already replaced
       this._drop();
       this.stats.failuresSinceFrame += 1;
+      this._unopened = socket && socket.opened ? 0 : (this._unopened || 0) + 1;
+      if (this._unopened >= 2 && !this._asked) this._askWhy();
       this._setConnected(false);
       if (this._running) this._retry.schedule(() => this._connect());
+    }
+
+    /** Ask the server whether it refuses sockets from this page, and why (see above). */
+    _askWhy() {
+      this._asked = true;
+      const url = Camstream.withToken(`ws?origin=${encodeURIComponent(global.location.origin)}`);
+      global
+        .fetch(url, { cache: "no-store" })
+        .then((response) => {
+          if (!response.ok) {
+            return response.text().then((text) => `the server refused the stream: ${response.status} ${text.trim()}`);
+          }
+          return response.json().then((answer) => (answer && answer.ok === false ? String(answer.reason) : null));
+        })
+        .then(
+          (reason) => {
+            if (!this._running || !reason || this.stats.connected) return;
+            this.stats.refusal = reason;
+            this.onChange(this.stats);
+          },
+          () => {
+            this._asked = false; // the server is unreachable: ask again after the next failures
+          },
+        );
     }
 
     /** True while no socket is open, or the open one has been silent for 2.5 s. */

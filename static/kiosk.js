@@ -15,27 +15,29 @@
  *    used when ?mode=mjpeg asks for it, when WebSocket or createImageBitmap is
  *    missing, or when the WebSocket fails 3 times in a row without ever
  *    delivering a frame (a proxy that does not pass upgrades, say).
- *    Browsers fire no event when an MJPEG stream silently dies, so a watchdog
- *    draws the <img> into a 32x24 canvas twice a second and hashes the
- *    pixels.  When the picture has not changed for 4 s it asks "status":
- *    if the camera is running, online, watched and has simply produced no
- *    new frame, the picture is legitimately still; otherwise (server down,
- *    camera idle because our stream is gone, or frames flowing that we do
- *    not see) it reconnects the <img> with a new cache-buster, with the same
- *    backoff (its own Camstream.Retry).  Its URL, like the "status" one,
- *    carries the page's token (Camstream.withToken).  The last good frame is
- *    copied to the canvas underneath, so a broken <img> is hidden and the
- *    last picture stays on screen.
+ *    Browsers fire no event when an MJPEG stream silently dies, and each
+ *    engine shows a live one differently, so a watchdog looks twice a second
+ *    for either sign of life: a new "load" event (Firefox fires one per part;
+ *    there drawImage of the <img> gives the first part only) or a new
+ *    picture (the <img> drawn into a 32x24 canvas and hashed: Chromium,
+ *    WebKit).  When neither has come for 4 s it asks "status": if the camera
+ *    is running, online, watched and has simply produced no new frame, the
+ *    picture is legitimately still; otherwise (server down, camera idle
+ *    because our stream is gone, or frames flowing that we do not see) it
+ *    reconnects with a new cache-buster, with the same backoff (its own
+ *    Camstream.Retry).  Its URL, like the "status" one, carries the page's
+ *    token (Camstream.withToken).
+ *    The last good frame stays on screen in every engine: a reconnection
+ *    loads into a second, hidden <img>, which replaces the first only once
+ *    it has a picture; each new picture is also copied to the canvas
+ *    underneath, shown when the <img> breaks (an error event, or WebKit's
+ *    "broken" state, in which it fires none, once the stream ends).
  *
  * Either way it recovers by itself, without a page reload, after a server
  * restart or a network drop.
  *
- * Framing: the server sends "Content-Security-Policy: frame-ancestors *" with
- * /kiosk, so any page may embed it in an iframe; change it in the URL table
- * (handlers/__init__.py) to restrict which origins may.
- *
  * window.camstream (for tests): mode, fit, framesShown (frames drawn in "ws"
- * mode; picture changes seen by the watchdog in "mjpeg" mode), lastFrameAt,
+ * mode; load events or picture changes seen by the watchdog in "mjpeg" mode), lastFrameAt,
  * connected, down, noticeVisible, stalls, reconnects, fallbackReason, width,
  * height, imgConnects, probes (watchdog questions to "status"), ws (the
  * FrameSocket's stats).
@@ -121,7 +123,7 @@
     if (!stats.everFramed && stats.failuresSinceFrame >= FALLBACK_AFTER) {
       frames.stop();
       frames = null;
-      startMjpeg(`websocket failed ${stats.failuresSinceFrame} times without a frame`);
+      startMjpeg(stats.refusal || `websocket failed ${stats.failuresSinceFrame} times without a frame`);
       return;
     }
     state.connected = stats.connected;
@@ -131,11 +133,20 @@
   }
 
   // -- the Motion-JPEG path -------------------------------------------------
+  // Two <img> elements: a new connection loads in the hidden one while the
+  // other keeps showing the last good frame; they swap at its first picture.
+  const imgs = [img, img.cloneNode()];
+  imgs[1].id = "img2";
+  img.after(imgs[1]);
+  let current = null; // the <img> on screen, or null
+  let loading = null; // the <img> connecting, or null
+  const loads = new Map(imgs.map((element) => [element, 0])); // its load events, this connection
   const probe = document.createElement("canvas");
   probe.width = 32;
   probe.height = 24;
   const probeContext = probe.getContext("2d", { willReadFrequently: true });
   let signature = null;
+  let seenLoads = 0;
   let changedAt = 0;
   const retry = new Camstream.Retry({ minDelayMs: MIN_DELAY_MS, maxDelayMs: MAX_DELAY_MS });
   let probing = false;
@@ -143,34 +154,61 @@
   function startMjpeg(reason) {
     state.mode = "mjpeg";
     state.fallbackReason = reason;
-    img.hidden = false;
     connectImg();
   }
 
   function connectImg() {
     state.imgConnects += 1;
-    signature = null;
     changedAt = performance.now();
-    img.style.visibility = "hidden"; // until its first frame: the canvas shows the last one
-    img.src = Camstream.withToken(`stream.mjpg?framing=img&_=${Date.now().toString(36)}${state.imgConnects}`);
+    const next = imgs[0] === current ? imgs[1] : imgs[0];
+    if (loading && loading !== next) dropImg(loading);
+    loading = next;
+    loads.set(next, 0);
+    next.style.visibility = "hidden"; // until its first frame: the other one, or the canvas, shows the last
+    next.hidden = false;
+    next.src = Camstream.withToken(`stream.mjpg?framing=img&_=${Date.now().toString(36)}${state.imgConnects}`);
   }
 
   function retryImg() {
     retry.schedule(connectImg);
   }
 
-  img.addEventListener("error", () => {
-    if (state.mode !== "mjpeg") return;
-    img.style.visibility = "hidden";
+  /** ``element`` off screen, its connection closed; the canvas shows the last good frame. */
+  function dropImg(element) {
+    element.style.visibility = "hidden";
+    element.removeAttribute("src");
+    if (element === current) current = null;
+    if (element === loading) loading = null;
+  }
+
+  function lost() {
     state.connected = false;
     setDown(true);
     retryImg();
+  }
+
+  imgs.forEach((element) => {
+    // Firefox fires "load" at every part of the stream; the other engines once.
+    element.addEventListener("load", () => loads.set(element, loads.get(element) + 1));
+    element.addEventListener("error", () => {
+      if (state.mode !== "mjpeg" || !element.hasAttribute("src")) return;
+      dropImg(element);
+      lost();
+    });
   });
 
-  /** A hash of the <img>'s current picture at 32x24, or null if it has none. */
-  function imgSignature() {
-    if (!img.naturalWidth) return null;
-    probeContext.drawImage(img, 0, 0, probe.width, probe.height);
+  /**
+   * A hash of ``element``'s picture at 32x24, or null if it has none.  (In
+   * Firefox, drawImage of a multipart <img> gives its first part while the
+   * stream runs: its "load" events tell a live stream there.)
+   */
+  function imgSignature(element) {
+    if (!element.naturalWidth) return null;
+    try {
+      probeContext.drawImage(element, 0, 0, probe.width, probe.height);
+    } catch (err) {
+      return null; // WebKit: "broken" once its stream ends
+    }
     const data = probeContext.getImageData(0, 0, probe.width, probe.height).data;
     let hash = 2166136261;
     for (let i = 0; i < data.length; i += 1) {
@@ -198,15 +236,9 @@
             return;
           }
           state.stalls += 1;
-          state.connected = false;
-          setDown(true);
-          retryImg();
+          lost();
         },
-        () => {
-          state.connected = false;
-          setDown(true);
-          retryImg();
-        },
+        lost,
       )
       .finally(() => {
         window.clearTimeout(timer);
@@ -214,18 +246,56 @@
       });
   }
 
+  /** The connecting <img> has its first picture: it goes on screen, the old one away. */
+  function promote(element) {
+    const old = current;
+    current = element;
+    loading = null;
+    element.style.visibility = "visible";
+    if (old) dropImg(old);
+    signature = null;
+    seenLoads = 0;
+    retry.reset();
+    state.connected = true;
+    state.reconnects = Math.max(0, state.imgConnects - 1);
+  }
+
   function checkMjpeg(now) {
+    if (loading && loading.naturalWidth > 0 && (loads.get(loading) > 0 || imgSignature(loading) !== null)) {
+      promote(loading);
+    }
+    if (current && !current.naturalWidth) {
+      // WebKit: the stream ended and the <img> is "broken" (no error event fires).
+      dropImg(current);
+      lost();
+    }
     if (retry.pending || probing) return;
-    const current = imgSignature();
-    if (current !== null && current !== signature) {
-      signature = current;
+    if (loading) {
+      if (now - changedAt > 2 * STALL_MS) {
+        dropImg(loading); // a connection that never shows a picture
+        lost();
+      }
+      return;
+    }
+    if (!current) {
+      lost();
+      return;
+    }
+    const count = loads.get(current);
+    const picture = imgSignature(current);
+    const changed = picture !== null && picture !== signature;
+    if (count > seenLoads || changed) {
+      state.framesShown += Math.max(1, count - seenLoads) - 1; // shown() adds one
+      seenLoads = count;
+      if (changed) {
+        signature = picture;
+        // The last good frame, underneath (a drawImage of a multipart <img> in
+        // Firefox gives its first part: there the <img> itself keeps the last).
+        copyToCanvas(current, current.naturalWidth, current.naturalHeight);
+      }
       changedAt = now;
-      retry.reset();
-      copyToCanvas(img, img.naturalWidth, img.naturalHeight);
-      img.style.visibility = "visible";
       state.connected = true;
-      state.reconnects = Math.max(0, state.imgConnects - 1);
-      shown(img.naturalWidth, img.naturalHeight);
+      shown(current.naturalWidth, current.naturalHeight);
       return;
     }
     if (now - changedAt > STALL_MS) askServer();

@@ -8,6 +8,10 @@
  * reconnects by itself with a backoff (0.5 s doubling to 5 s) and is closed
  * while the page is hidden.
  *
+ * While it cannot connect, the notice says "connecting" or "reconnecting",
+ * or the server's reason when it refuses sockets from this page (a proxy
+ * that does not pass the Host header on: FrameSocket's stats.refusal).
+ *
  * Query: ?overlay=1 shows the overlay at once (key "o" toggles it);
  * ?fps=N asks the server for at most N frames per second.
  *
@@ -79,7 +83,8 @@
   function refresh() {
     const now = performance.now();
     measure(now);
-    if (!state.paused && frames.down(now)) notice.down(state.everFramed);
+    if (!state.paused && frames.down(now) && state.refusal) notice.say(state.refusal);
+    else if (!state.paused && frames.down(now)) notice.down(state.everFramed);
     else if (state.paused || state.framesDrawn > 0) notice.say("");
     overlay.hidden = !state.overlay;
     if (state.overlay) {

@@ -78,13 +78,16 @@ async def ws_frames(port: int, path: str, count: int) -> tuple[dict, list[bytes]
     request = HTTPRequest(f"ws://127.0.0.1:{port}{path}", request_timeout=5)
     ws = await asyncio.wait_for(tornado.websocket.websocket_connect(request), 5)
     try:
-        hello = json.loads(await asyncio.wait_for(ws.read_message(), 5))
+        await ws.write_message("{}")  # asks for the hello
+        hello: dict = {}
         frames: list[bytes] = []
-        while len(frames) < count:
+        while len(frames) < count or not hello:
             message = await asyncio.wait_for(ws.read_message(), 5)
             assert message is not None, "the socket closed"
             if isinstance(message, bytes):
                 frames.append(message)
+            elif not hello:
+                hello = json.loads(message)
         return hello, frames
     finally:
         ws.close()

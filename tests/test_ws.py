@@ -13,9 +13,11 @@ import base64
 import io
 import itertools
 import json
+import logging
 import os
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from handlers.cors import normalize_origin
 from handlers.ws import (
     MAX_CLIENT_MESSAGE_BYTES,
     WsHandler,
+    _refusals_logged,
     binary_frame,
     frame_info,
     ws_message,
@@ -72,10 +75,16 @@ async def read(ws, timeout_s: float = 5.0):
 
 
 async def hello(ws) -> dict:
-    message = await read(ws)
-    assert isinstance(message, str), "the first message is the text hello"
+    """Ask for the hello (any control message does) and return it; frames before it are skipped."""
+    await ws.write_message("{}")
+    while True:
+        message = await read(ws)
+        assert message is not None, "the socket closed"
+        if isinstance(message, str):
+            break
     body = json.loads(message)
-    assert body["type"] == "hello"
+    assert body["type"] == "hello", "the first text message is the hello"
+    assert (await reply(ws))["type"] == "reply", "the reply to {} follows the hello"
     return body
 
 
@@ -206,6 +215,29 @@ async def test_hello_then_one_binary_message_per_frame_equal_to_the_frames(port,
 
 
 @pytest.mark.gen_test(timeout=20)
+async def test_a_client_that_never_speaks_gets_jpeg_frames_only(port):
+    # The simplest page turns every message into a JPEG blob: no text may reach it.
+    ws = await connect(port)
+    for _ in range(20):
+        message = await read(ws)
+        assert isinstance(message, bytes), f"a text message before the client spoke: {message!r}"
+        decode(message)  # every message is a whole JPEG
+    # Its first control message gets the hello, then the reply; later ones only the reply.
+    await ws.write_message(json.dumps({"time": 5}))
+    await ws.write_message(json.dumps({"time": 6}))
+    texts = []
+    while len(texts) < 3:
+        message = await read(ws)
+        assert message is not None, "the socket closed"
+        if isinstance(message, str):
+            texts.append(json.loads(message))
+    assert [t["type"] for t in texts] == ["hello", "reply", "reply"]
+    assert texts[0]["camera"] == "files" and texts[0]["max_message_bytes"] == MAX_CLIENT_MESSAGE_BYTES
+    assert [t["time"] for t in texts[1:]] == [5, 6]
+    ws.close()
+
+
+@pytest.mark.gen_test(timeout=20)
 @pytest.mark.parametrize("path", ["/ws/", "/ws?_=123&x", "/ws/?token=abc"])
 async def test_trailing_slash_and_junk_query(port, path):
     ws = await connect(port, path)
@@ -261,6 +293,41 @@ async def test_origin(port, feed, origin, allowed):
         await connect(port, origin=origin)
     assert refused.value.code == 403
     assert feed.subscriber_count == 0
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_refusal_behind_a_proxy_without_host_is_one_warning_that_names_the_fix(port, caplog):
+    # nginx's default passes its upstream's address as Host, not the browser's.
+    _refusals_logged.clear()
+    page = "http://camera.example:8080"
+    for _ in range(3):
+        with pytest.raises(HTTPClientError) as refused:
+            await connect(port, origin=page, Host="backend:8080")
+        assert refused.value.code == 403
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    for part in (page, "backend:8080", "proxy_set_header Host $host", f"--allow-origin {page}"):
+        assert part in warnings[0]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_page_can_ask_why_its_sockets_are_refused(port, http_client):
+    # Browsers hide a handshake's status from scripts: a plain GET tells the page.
+    base = f"http://127.0.0.1:{port}/ws?origin="
+    for origin, host, ok in [
+        ("http://camera.example:8080", "backend:8080", False),
+        ("http://camera.example:8080", "camera.example:8080", True),
+        (ALLOWED, "backend:8080", True),
+    ]:
+        response = await http_client.fetch(base + urllib.parse.quote(origin), headers={"Host": host})
+        answer = json.loads(response.body)
+        assert answer["ok"] is ok
+        assert response.headers["Content-Type"] == "application/json"
+        if not ok:
+            assert origin in answer["reason"] and host in answer["reason"]
+    # Without ?origin a plain GET is still Tornado's 400 for a missing upgrade.
+    response = await http_client.fetch(f"http://127.0.0.1:{port}/ws", raise_error=False)
+    assert response.code == 400
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -537,8 +604,6 @@ async def test_a_client_that_does_not_read_skips_frames_then_gets_the_newest(han
     assert hand.feed.frames_skipped == 21
     newest = pushed
 
-    opcode, text = await client.message()
-    assert opcode == 1 and json.loads(text)["type"] == "hello"
     received = []
     while not received or received[-1] != newest:
         hand.feed.tick()  # no new frame: delivers the newest to the client once it is free
