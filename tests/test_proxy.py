@@ -1,5 +1,5 @@
 """Behind a reverse proxy: a real nginx in front of real server processes, and
-the pages through it in a real headless Chromium.
+the pages through it in real browsers of three engines (tests/browsers.py).
 
 Two ways to put the server behind a proxy, both tested here:
 
@@ -283,6 +283,26 @@ def wait_img(page, selector: str = "#stream", timeout_ms: int = 15000) -> list[i
     )
 
 
+def websockets_through(proxy, page, since: int, count: int, under: str) -> list[str]:
+    """The URLs of the WebSockets under the path ``under`` that nginx passed on since byte
+    ``since`` of its access log, once the page has left (nginx logs a WebSocket when it
+    ends), waiting for ``count``.  (A socket of an earlier test's page, under another
+    path, may end meanwhile.)"""
+    page.goto("about:blank")
+    access_log = proxy.nginx.folder / "access.log"
+    deadline = time.monotonic() + 10
+    while True:
+        text = access_log.read_bytes()[since:].decode(errors="replace")
+        paths = [p for p in re.findall(r'"GET (\S+) HTTP/1\.1" 101 ', text) if p.startswith(under)]
+        if len(paths) >= count or time.monotonic() > deadline:
+            return [f"ws://127.0.0.1:{proxy.nginx.port}{path}" for path in paths]
+        time.sleep(0.05)  # polling nginx's log with a deadline
+
+
+def access_log_size(proxy) -> int:
+    return (proxy.nginx.folder / "access.log").stat().st_size
+
+
 def canvas_has_picture(page, selector: str) -> bool:
     image = Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")
     return len(image.getcolors(maxcolors=1 << 20) or ()) > 10
@@ -296,14 +316,13 @@ def test_image_page_streams_through_a_prefix_stripping_proxy(proxy, page):
 
 
 def test_canvas_viewer_draws_frames_over_the_websocket_through_nginx(proxy, page):
-    sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
+    since = access_log_size(proxy)
     page.goto(proxy.url + "webcam/viewer")
     page.wait_for_function("() => window.camstream.framesDrawn >= 10", timeout=15000, polling=50)
     shown = page.evaluate("() => JSON.parse(JSON.stringify(window.camstream))")
     assert shown["connected"] and (shown["width"], shown["height"]) == (640, 480)
     assert canvas_has_picture(page, "#canvas"), "no picture on the canvas"
-    assert sockets == [f"ws://127.0.0.1:{proxy.nginx.port}/webcam/ws"]
+    assert websockets_through(proxy, page, since, 1, "/webcam/") == [f"ws://127.0.0.1:{proxy.nginx.port}/webcam/ws"]
 
 
 def test_kiosk_shows_frames_through_nginx(proxy, page):
@@ -312,12 +331,9 @@ def test_kiosk_shows_frames_through_nginx(proxy, page):
     assert page.evaluate("() => window.camstream.mode") == "ws", "the kiosk fell back to MJPEG"
 
 
-def assert_grid_draws(page, url: str, ws_prefix: str) -> None:
-    """The camera grid at ``url``: its two tiles draw frames, each from its own
-    WebSocket under ``ws_prefix``."""
-    sockets: list[str] = []
-    page.on("websocket", lambda ws: sockets.append(ws.url))
-    page.goto(url)
+def assert_grid_draws(proxy, page, since: int, ws_prefix: str) -> None:
+    """The camera grid the page is on: its two tiles draw frames, each from its own
+    WebSocket under ``ws_prefix`` (nginx's log from byte ``since``).  Leaves the page."""
     assert page.locator(".tile").count() == 2
     page.wait_for_function(
         "() => ['a', 'b'].every((n) => (window.camstream.tiles[n] || {}).framesDrawn >= 5)",
@@ -326,19 +342,24 @@ def assert_grid_draws(page, url: str, ws_prefix: str) -> None:
     )
     for name in ("a", "b"):
         assert canvas_has_picture(page, f"#camera-{name} canvas"), f"tile {name} shows no picture"
-    assert sorted(sockets) == [ws_prefix + "a/ws", ws_prefix + "b/ws"]
+    under = ws_prefix.removeprefix(f"ws://127.0.0.1:{proxy.nginx.port}")
+    assert sorted(websockets_through(proxy, page, since, 2, under)) == [ws_prefix + "a/ws", ws_prefix + "b/ws"]
 
 
 def test_cameras_grid_of_a_base_path_server_draws_every_tile(proxy, page):
-    assert_grid_draws(page, proxy.url + "cam2/", f"ws://127.0.0.1:{proxy.nginx.port}/cam2/cameras/")
+    since = access_log_size(proxy)
+    page.goto(proxy.url + "cam2/")
     assert page.evaluate("() => document.querySelector('base')") is None  # the path says it all
+    assert_grid_draws(proxy, page, since, f"ws://127.0.0.1:{proxy.nginx.port}/cam2/cameras/")
 
 
 def test_a_grid_without_its_trailing_slash_runs_its_scripts(proxy, page):
     # /grid is the server's /: the scripts load thanks to <base href="/grid/">, and
     # open their sockets under it (relative to document.baseURI, not location).
-    assert_grid_draws(page, proxy.url + "grid", f"ws://127.0.0.1:{proxy.nginx.port}/grid/cameras/")
+    since = access_log_size(proxy)
+    page.goto(proxy.url + "grid")
     assert page.evaluate("() => document.baseURI") == proxy.url + "grid/"
+    assert_grid_draws(proxy, page, since, f"ws://127.0.0.1:{proxy.nginx.port}/grid/cameras/")
 
 
 def test_a_page_without_its_trailing_slash_loads_its_style_stream_and_links(proxy, page):
@@ -348,7 +369,7 @@ def test_a_page_without_its_trailing_slash_loads_its_style_stream_and_links(prox
     assert wait_img(page) == [640, 480]
     assert page.evaluate("() => document.styleSheets[0].cssRules.length") > 0, "the stylesheet did not load"
     assert page.evaluate("() => document.baseURI") == proxy.url + "bare/"
-    page.click("text=canvas viewer")
+    page.click('a[href^="viewer"]')  # the link "canvas viewer"
     page.wait_for_url(proxy.url + "bare/viewer")
     page.wait_for_function("() => window.camstream.framesDrawn >= 5", timeout=15000, polling=50)
 

@@ -1,4 +1,4 @@
-"""The canvas viewer (/viewer) in a real headless Chromium, against a server process."""
+"""The canvas viewer (/viewer) in real browsers of three engines, against a server process."""
 
 from __future__ import annotations
 
@@ -67,15 +67,15 @@ def wait_frames(page, more: int, timeout_ms: int = 10000) -> None:
 
 def page_rate(page, seconds: float) -> float:
     """Frames drawn per second over ``seconds`` of the page's own clock."""
-    handle = page.evaluate_handle("() => ({ n: window.camstream.framesDrawn, t: performance.now() })")
+    start = page.evaluate("() => ({ n: window.camstream.framesDrawn, t: performance.now() })")
     page.wait_for_function(
         "([start, ms]) => performance.now() - start.t >= ms",
-        arg=[handle, seconds * 1000],
+        arg=[start, seconds * 1000],
         timeout=seconds * 1000 + 5000,
         polling=100,
     )
     return page.evaluate(
-        "start => (window.camstream.framesDrawn - start.n) * 1000 / (performance.now() - start.t)", handle
+        "start => (window.camstream.framesDrawn - start.n) * 1000 / (performance.now() - start.t)", start
     )
 
 
