@@ -137,6 +137,7 @@ def make_app(
         started_at=time.monotonic(),
         base_path=settings.base_path,
         recorders=recorders,
+        frame_ancestors=settings.frame_ancestors,
     )
     return tornado.web.Application(
         rules,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -118,6 +119,38 @@ def _folder(text: str) -> str:
     if not text.strip() or any(ord(c) < 32 for c in text):
         raise argparse.ArgumentTypeError("give a folder")
     return text
+
+
+#: One CSP source expression of ``frame-ancestors``: a scheme (``https:``), or a host
+#: (``*``, ``example.com``, ``*.example.com``) with an optional scheme, port and path.
+_CSP_SOURCE = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*:"
+    r"|(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:\*|(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?:[0-9]{1,5}|\*))?(?:/[A-Za-z0-9._~!$&'()*+=:@%/-]*)?)"
+)
+
+
+def _frame_ancestors(text: str) -> str:
+    """A ``frame-ancestors`` source list: ``*``, ``'none'`` (alone), or ``'self'``,
+    schemes (``https:``) and hosts (``https://dash.example``, ``*.example.com:8443``)
+    separated by spaces; the same list, its spaces made single."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise argparse.ArgumentTypeError("control characters are not allowed")
+    sources = text.split()
+    if not sources:
+        raise argparse.ArgumentTypeError(
+            "give a CSP source list such as \"'self' https://dash.example\" or 'none'"
+        )
+    for source in sources:
+        keyword = source.lower()
+        if keyword == "'none'" and len(sources) > 1:
+            raise argparse.ArgumentTypeError("'none' cannot be combined with other sources")
+        if keyword not in ("'self'", "'none'") and not _CSP_SOURCE.fullmatch(source):
+            raise argparse.ArgumentTypeError(
+                f"{source!r} is not a CSP source: give 'self', 'none', a scheme such as https: "
+                "or a host such as https://dash.example, *.example.com or *, separated by spaces"
+            )
+    return " ".join(sources)
 
 
 def _log_level(text: str) -> str:
@@ -260,13 +293,23 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--allow-origin",
         "network",
-        "also accept WebSocket connections from pages of ORIGIN (scheme://host[:port]); "
-        "repeatable; the environment takes a comma-separated list (default: same origin only)",
+        "let web apps of ORIGIN (scheme://host[:port]) open the WebSocket and fetch() the streams "
+        "and snapshots (CORS, credentials included); repeatable; the environment takes a "
+        "comma-separated list (default: same origin only)",
         default=(),
         parse=_origins,
         metavar="ORIGIN",
         field="allow_origins",
         action=_ExtendOrigins,
+    ),
+    Option(
+        "--frame-ancestors",
+        "network",
+        "who may show /kiosk in a frame: a CSP source list such as \"'self' https://dash.example\", "
+        "or 'none' (the other pages: nobody)",
+        default="*",
+        parse=_frame_ancestors,
+        metavar="SOURCES",
     ),
     Option("--certfile", "network", "serve HTTPS and WSS with this certificate chain (PEM)", metavar="PEM"),
     Option("--keyfile", "network", "the private key of --certfile (if not in the same file)", metavar="PEM"),
@@ -280,8 +323,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--stall-timeout",
         "network",
-        "disconnect a viewer that has taken no bytes for this many seconds",
+        "disconnect a viewer that has taken no bytes for SECONDS",
         default=30.0,
+        metavar="SECONDS",
         limit=Limit(float, 1, 86400, "seconds"),
         field="stall_timeout_s",
     ),
@@ -315,7 +359,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--token",
         "access",
-        "also accept this token, as ?token=TOKEN on any URL or Authorization: Bearer TOKEN",
+        "also accept this token, as ?token=TOKEN on any URL or Authorization: Bearer TOKEN; "
+        "at least 8 printable ASCII characters, no spaces",
         parse=_token,
         exclusive="token",
     ),
@@ -393,16 +438,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--idle-timeout",
         "camera",
-        "stop the camera this many seconds after the last viewer leaves",
+        "stop the camera SECONDS after the last viewer leaves",
         default=10.0,
+        metavar="SECONDS",
         limit=Limit(float, 0, 86400, "seconds"),
         field="idle_timeout_s",
     ),
     Option(
         "--snapshot-timeout",
         "camera",
-        "how many seconds a snapshot waits for a cold camera's first frame",
+        "how many SECONDS a snapshot waits for a cold camera's first frame",
         default=5.0,
+        metavar="SECONDS",
         limit=Limit(float, 0.1, 600, "seconds"),
         field="snapshot_timeout_s",
     ),
@@ -480,8 +527,11 @@ class Settings:
 
     host: str = _default("host")
     port: int = _default("port")
-    #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` besides the page's own.
+    #: Origins (``scheme://host[:port]``) allowed to open ``/ws`` and to ``fetch()``
+    #: streams and snapshots (CORS) besides the page's own.
     allow_origins: tuple[str, ...] = _default("allow_origins")
+    #: The CSP source list of who may frame ``/kiosk`` (``*``, ``'none'``, ``'self' https://a.example``).
+    frame_ancestors: str = _default("frame_ancestors")
     #: TLS certificate chain and private key (PEM); HTTPS and WSS when set.
     certfile: str | None = _default("certfile")
     keyfile: str | None = _default("keyfile")

@@ -16,7 +16,7 @@ from cameras.feed import FrameFeed
 from handlers.base import NotFoundHandler
 from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
-from handlers.pages import PageHandler, RelativeRedirectHandler, StaticHandler
+from handlers.pages import FaviconHandler, PageHandler, RelativeRedirectHandler, StaticHandler
 from handlers.recordings import (
     PlayerPageHandler,
     RecordingsJsonHandler,
@@ -95,11 +95,21 @@ def _camera_rules(
     snapshot_timeout_s: float,
     status: dict[str, Any],
     cameras_link: str | None,
+    recordings_link: str | None = None,
+    frame_ancestors: str = "*",
 ) -> list[Rule]:
-    """The URLs of one camera under ``prefix`` (``""`` or ``/cameras/NAME``)."""
+    """The URLs of one camera under ``prefix`` (``""`` or ``/cameras/NAME``); its
+    pages link to the camera list and, while any camera records, to the
+    recordings (relative links, None: no link); ``frame_ancestors`` says who
+    may frame ``/kiosk`` (``--frame-ancestors``)."""
     stream = {"feed": feed}
     snapshot = {"feed": feed, "timeout_s": snapshot_timeout_s}
-    values = {"camera": feed.name, "cameras_link": cameras_link, "assets": "static/"}
+    values = {
+        "camera": feed.name,
+        "cameras_link": cameras_link,
+        "recordings_link": recordings_link,
+        "assets": "static/",
+    }
     return [
         Rule(PathMatches(re.escape(prefix) + "/$"), PageHandler, _page(loader, "index.html", values, False)),
         Rule(PathMatches(_paths(prefix, "/stream.mjpg", "/stream", "/video_feed")), MjpegHandler, stream),
@@ -107,12 +117,11 @@ def _camera_rules(
         Rule(PathMatches(_paths(prefix, "/status")), StatusHandler, {"feed": feed, **status}),
         Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, {"feed": feed}),
         Rule(PathMatches(_paths(prefix, "/viewer")), PageHandler, _page(loader, "viewer.html", values)),
-        # /kiosk may be framed by any origin (a dashboard's iframe); to restrict
-        # it, change frame_ancestors here, e.g. "'self' https://dash.example".
+        # /kiosk may be framed (a dashboard's iframe) by whom --frame-ancestors says.
         Rule(
             PathMatches(_paths(prefix, "/kiosk")),
             PageHandler,
-            _page(loader, "kiosk.html", values, frame_ancestors="*"),
+            _page(loader, "kiosk.html", values, frame_ancestors=frame_ancestors),
         ),
         Rule(PathMatches(re.escape(prefix) + r"/static/(.+)"), StaticHandler, {"path": static_path}),
     ]
@@ -180,9 +189,12 @@ def routes(
     started_at: float,
     base_path: str = "",
     recorders: Mapping[str, Recorder] | None = None,
+    frame_ancestors: str = "*",
 ) -> list[Rule]:
     """Every URL the server answers, in one place; all of them under ``base_path``
-    if given (see :func:`under_base_path`).
+    if given (see :func:`under_base_path`).  ``frame_ancestors``: the CSP source
+    list of who may frame ``/kiosk`` (the other pages: nobody).  Reads the
+    favicon from ``static_path`` (blocking: at start).
 
     Each camera answers under ``/cameras/NAME/``; the first also at the short
     URLs (``/stream.mjpg``...).  ``/cameras/`` lists the cameras, and so does
@@ -204,7 +216,10 @@ def routes(
     stream = {"feed": first}
     snapshot = {"feed": first, "timeout_s": snapshot_timeout_s}
     names = list(feeds)
+    recording = any(recorder is not None for recorder in recorders.values())
+    icon = (Path(static_path) / "favicon.ico").read_bytes()
     rules = [
+        Rule(PathMatches(r"/favicon\.ico$"), FaviconHandler, {"icon": icon}),
         Rule(ActionMatches("/", "stream"), MjpegHandler, stream),
         Rule(ActionMatches("/", "snapshot"), SnapshotHandler, snapshot),
         Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
@@ -212,7 +227,12 @@ def routes(
         Rule(
             PathMatches(r"/cameras/$"),
             PageHandler,
-            _page(loader, "cameras.html", {"cameras": names, "root": "../", "assets": "../static/"}, False),
+            _page(
+                loader,
+                "cameras.html",
+                {"cameras": names, "root": "../", "assets": "../static/", "recording": recording},
+                False,
+            ),
         ),
     ]
     if several:
@@ -220,17 +240,37 @@ def routes(
             Rule(
                 PathMatches(r"/$"),
                 PageHandler,
-                _page(loader, "cameras.html", {"cameras": names, "root": "", "assets": "static/"}, False),
+                _page(
+                    loader,
+                    "cameras.html",
+                    {"cameras": names, "root": "", "assets": "static/", "recording": recording},
+                    False,
+                ),
             )
         )
     rules += _recording_rules({name: _folder(recorders.get(name)) for name in feeds}, loader)
     # The short URLs: the first camera, but /status covers every camera.
-    rules += _camera_rules("", first, cameras_link=None, status={**status, "feeds": feeds}, **common)
+    rules += _camera_rules(
+        "",
+        first,
+        cameras_link="cameras/",
+        recordings_link="recordings/" if recording else None,
+        status={**status, "feeds": feeds},
+        frame_ancestors=frame_ancestors,
+        **common,
+    )
     for name, feed in feeds.items():
         prefix = f"/cameras/{name}"
         rules.append(
             Rule(PathMatches(re.escape(prefix) + "$"), RelativeRedirectHandler, {"location": f"{name}/"})
         )
-        link = "../" if several else None
-        rules += _camera_rules(prefix, feed, cameras_link=link, status=status, **common)
+        rules += _camera_rules(
+            prefix,
+            feed,
+            cameras_link="../",
+            recordings_link="../../recordings/" if recording else None,
+            status=status,
+            frame_ancestors=frame_ancestors,
+            **common,
+        )
     return under_base_path(rules, base_path)

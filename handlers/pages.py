@@ -24,6 +24,7 @@ import tornado.web
 
 from handlers.access import Access
 from handlers.base import BaseHandler, admit
+from handlers.limits import check_size
 from handlers.plain import write_short_error
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ class PageHandler(BaseHandler):
     ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``
     (a ``?token=`` in the page's URL must not leak to other sites).
     ``frame_ancestors`` says who may show the page in a frame: nobody
-    (``'none'``, the default), or for ``/kiosk`` anyone (``*``; see the URL
-    table to restrict it).  With ``slash_redirect``, a
+    (``'none'``, the default), or for ``/kiosk`` whom ``--frame-ancestors``
+    says (default ``*``: anyone).  With ``slash_redirect``, a
     request for the page with a trailing slash (``/viewer/``) is redirected to
     ``../viewer``, a relative location, so the page's relative URLs
     (``static/...``, ``ws``) resolve as they should, also behind a proxy that
@@ -142,6 +143,30 @@ class PageHandler(BaseHandler):
             return ""
         path = self.request.path
         return prefix + path[: path.rfind("/") + 1]
+
+
+class FaviconHandler(BaseHandler):
+    """``/favicon.ico``, which browsers ask for whenever they show something of
+    the server that is not one of its pages (a stream, a snapshot, ``/status``).
+
+    The icon (``static/favicon.ico``, read once at start) is answered to anyone,
+    without credentials: it tells nothing that the ``401``'s realm does not, and a
+    browser asks for it without the page's ``?token=``, so a ``401`` would be
+    logged on every visit.  Cached for a day.  A ``200`` is logged at DEBUG."""
+
+    def initialize(self, icon: bytes) -> None:
+        self.icon = icon
+
+    def prepare(self) -> None:
+        check_size(self)  # no credentials asked: see the class's docstring
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "image/x-icon")
+        self.set_header("Cache-Control", "public, max-age=86400")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(self.icon)
+
+    head = get
 
 
 class RelativeRedirectHandler(BaseHandler):

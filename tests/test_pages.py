@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 import server
+from tests.conftest import ROOT
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -158,3 +161,64 @@ async def test_templates_are_not_served_as_static_files(http_client, base_url, n
         assert response.code == 404, prefix + name
         assert b"{%" not in response.body and b"{{" not in response.body
     assert not list(Path(server.asset_path("static")).glob("*.html"))
+
+
+# -- through a server process: options, links, the favicon ------------------------
+@pytest.mark.slow
+def test_frame_ancestors_restricts_who_may_frame_the_kiosk(start_server):
+    proc = start_server("--frame-ancestors", "'self'   https://dash.example")
+    status, headers, _ = proc.get("/kiosk")
+    assert status == 200
+    assert headers["Content-Security-Policy"].endswith("; frame-ancestors 'self' https://dash.example")
+    assert "X-Frame-Options" not in headers
+    _, headers, _ = proc.get("/")
+    assert headers["Content-Security-Policy"].endswith("; frame-ancestors 'none'")
+    proc = start_server(env={"CAMSTREAM_FRAME_ANCESTORS": "'none'"})
+    _, headers, _ = proc.get("/cameras/emulated/kiosk")
+    assert headers["Content-Security-Policy"].endswith("; frame-ancestors 'none'")
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def links(body: bytes) -> list[str]:
+    """The ``href``s of a page's ``<a>`` elements."""
+    return re.findall(r'<a [^>]*href="([^"]*)"', body.decode())
+
+
+@pytest.mark.slow
+def test_every_page_links_the_camera_list_and_while_recording_the_recordings(start_server, tmp_path):
+    proc = start_server("--record", str(tmp_path / "rec"))
+    for path, cameras, recordings in [
+        ("/", "cameras/", "recordings/"),
+        ("/cameras/emulated/", "../", "../../recordings/"),
+        ("/cameras/", None, "../recordings/"),
+    ]:
+        status, _, body = proc.get(path)
+        assert status == 200, path
+        if cameras:
+            assert cameras in links(body), path
+            assert proc.get(urllib.parse.urljoin(path, cameras))[0] == 200
+        assert recordings in links(body), path
+        assert proc.get(urllib.parse.urljoin(path, recordings))[0] == 200
+    body = proc.get("/cameras/")[2].decode()
+    assert "<title>camstream: 1 camera</title>" in body and "Live camera <small>1</small>" in body
+    idle = start_server()
+    for path in ("/", "/cameras/emulated/", "/cameras/"):
+        assert not [link for link in links(idle.get(path)[2]) if "recordings" in link], path
+    assert "cameras/" in links(idle.get("/")[2])
+
+
+@pytest.mark.slow
+def test_the_favicon_is_served_to_anyone_and_not_logged(start_server):
+    proc = start_server("--token", "0123456789")
+    for _ in range(3):
+        status, headers, body = proc.get("/favicon.ico")
+        assert status == 200
+        assert headers["Content-Type"] == "image/x-icon"
+        assert body == (ROOT / "static" / "favicon.ico").read_bytes()
+        assert body[:4] == b"\x00\x00\x01\x00"  # an ICO
+    assert proc.get("/status")[0] == 401  # the rest still asks for the token
+    deadline = time.monotonic() + 5
+    while "401 GET /status" not in proc.log_text():  # the log line after the favicon's
+        assert time.monotonic() < deadline, proc.log_text()
+        time.sleep(0.05)  # polling the log with a deadline
+    assert "favicon" not in proc.log_text()

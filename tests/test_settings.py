@@ -15,7 +15,7 @@ import settings as table
 from cameras import CameraConfig, CameraError, check_driver, create_camera
 from cameras.config import KEYS, LIMITS, load_config, parse_camera_arg
 from recording.recorder import RecordSettings, parse_age, parse_size
-from settings import BY_FLAG, GROUPS, OPTIONS, Option, Settings, parse_settings
+from settings import BY_FLAG, GROUPS, OPTIONS, Option, Settings, build_parser, parse_settings
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -91,6 +91,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "--host": ("0.0.0.0", "0.0.0.0"),
     "--port": ("9000", 9000),
     "--allow-origin": ("https://a.example", ("https://a.example",)),
+    "--frame-ancestors": ("'self'  https://dash.example", "'self' https://dash.example"),
     "--certfile": ("/etc/c.pem", "/etc/c.pem"),
     "--keyfile": ("/etc/k.pem", "/etc/k.pem"),
     "--max-clients": ("7", 7),
@@ -249,6 +250,8 @@ def test_one_message_for_an_unknown_driver(tmp_path):
         (["--token", "short"], {}, "a token is at least 8"),
         (["--auth-file", "/nonexistent"], {}, "/nonexistent: No such file"),
         (["--base-path", "/a b"], {}, "--base-path"),
+        (["--frame-ancestors", "https://a.example; script-src *"], {}, "argument --frame-ancestors: 'https"),
+        ([], {"CAMSTREAM_FRAME_ANCESTORS": "'none' 'self'"}, "'none' cannot be combined"),
         (["--camera", "a\x1bb=emulated"], {}, "camera name 'a\\x1bb'"),
         (["--bogus"], {}, "unrecognized arguments"),
     ],
@@ -312,3 +315,43 @@ def test_the_readme_lists_exactly_the_options_of_the_table():
         assert shown == option.shown_default or shown.startswith(option.shown_default + ":"), flag
         if option.number:
             assert f"{option.number.low:g}-{option.number.high:g}" in meaning, flag
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "*",
+        "'none'",
+        "'self'",
+        "'SELF' https:",
+        "https://dash.example",
+        "http://*.example.com:8443",
+        "a.example/p/",
+    ],
+)
+def test_frame_ancestors_takes_csp_source_lists(text):
+    assert parse_settings(["--frame-ancestors", text], env={}).frame_ancestors == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "give a CSP source list"),
+        ("'none' https://a.example", "'none' cannot be combined"),
+        ("https://a.example;", "is not a CSP source"),
+        ("https://a.example,https://b.example", "is not a CSP source"),
+        ("'unsafe-inline'", "is not a CSP source"),
+        ("https://a.example\r\nX-Evil: 1", "control characters are not allowed"),
+    ],
+)
+def test_frame_ancestors_refuses_what_is_not_a_source_list(text, message):
+    assert message in exit_line(["--frame-ancestors", text])
+
+
+def test_the_help_says_the_token_length_what_origins_cover_and_that_timeouts_are_seconds():
+    text = build_parser({}).format_help()
+    flat = " ".join(text.split())
+    assert "--token TOKEN also accept this token" in flat and "at least 8 printable ASCII characters" in flat
+    assert "open the WebSocket and fetch() the streams and snapshots (CORS" in flat
+    for flag in ("--stall-timeout", "--idle-timeout", "--snapshot-timeout", "--record-segment"):
+        assert f"{flag} SECONDS" in flat, flag
