@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cameras import check_driver
+from cameras import DRIVERS, check_driver
 from cameras.base import CameraConfig, CameraError
 from recording.recorder import RecordSettings, parse_age, parse_size
 
@@ -173,7 +173,12 @@ def load_config(path: str, defaults: CameraConfig, record: RecordSettings | None
         unknown = set(table) - KEYS
         if unknown:
             raise CameraError(f"camera {name!r}: unknown setting {sorted(unknown)[0]!r}")
-        driver = table.get("driver", "")
+        if "driver" not in table:
+            raise CameraError(
+                f"--config {path}: the table [cameras.{name}] needs a driver "
+                f'(driver = "{sorted(DRIVERS)[0]}", or one of {", ".join(sorted(DRIVERS)[1:])})'
+            )
+        driver = table["driver"]
         try:
             check_driver(driver)
         except CameraError as exc:

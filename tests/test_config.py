@@ -6,6 +6,7 @@ import pytest
 
 from cameras.base import CameraConfig, CameraError
 from cameras.config import check_unique, load_config, parse_camera_arg
+from tests.conftest import assert_one_line_error, run_cli
 
 DEFAULTS = CameraConfig(source=None, width=640, height=480, fps=30, quality=80)
 
@@ -112,3 +113,20 @@ def test_bad_config_files(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(CameraError, match="No such file"):
         load_config(str(tmp_path / "none.toml"), DEFAULTS)
+
+
+def test_a_table_without_a_driver_is_named(tmp_path):
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.porch]\ndriver = "emulated"\n\n[cameras.garage]\nsource = "0"\n')
+    with pytest.raises(CameraError) as refused:
+        load_config(str(path), DEFAULTS)
+    message = str(refused.value)
+    assert message.startswith(f"--config {path}: the table [cameras.garage] needs a driver (driver = ")
+    assert "''" not in message and "unknown" not in message
+
+
+@pytest.mark.slow
+def test_a_table_without_a_driver_stops_the_server_with_one_line(tmp_path):
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.garage]\nsource = "0"\n')
+    assert_one_line_error(run_cli("--config", str(path)), "the table [cameras.garage] needs a driver")
