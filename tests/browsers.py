@@ -67,6 +67,8 @@ KEYS = {
 
 #: Firefox without a network of its own: no updates, telemetry, safe browsing, captive
 #: portal or connectivity checks, remote settings, add-on or plugin downloads, prefetching.
+FIREFOX_ARGS = ["--remote-debugging-port", "0", "about:blank"]
+
 FIREFOX_PREFS: dict[str, object] = {
     "app.update.auto": False,
     "app.update.enabled": False,
@@ -179,7 +181,17 @@ class Locator:
 
     def _on_first(self, body: str, extra: Any = None) -> Any:
         """``body`` (a function of ``(element, extra)``) on the first element, once there."""
-        script = f"async ([chain, extra]) => {{ {RESOLVE}{FIRST} const e = await first(chain, {ACTION_TIMEOUT_MS}); return ({body})(e, extra); }}"
+        if self._page.synchronous:
+            script = (
+                f"([chain, extra]) => {{ {RESOLVE} const [e] = resolve(chain);"
+                " if (!e) throw new Error(`no element for ${JSON.stringify(chain)}`);"
+                f" return ({body})(e, extra); }}"
+            )
+            return self._page.evaluate(script, [self._chain, extra])
+        script = (
+            f"async ([chain, extra]) => {{ {RESOLVE}{FIRST}"
+            f" const e = await first(chain, {ACTION_TIMEOUT_MS}); return ({body})(e, extra); }}"
+        )
         return self._page.evaluate(script, [self._chain, extra])
 
     def count(self) -> int:
@@ -254,6 +266,10 @@ class ScriptPage:
     """The page interface over an engine that runs scripts (:meth:`call`), takes
     viewport screenshots and sends input; the engines implement those few calls."""
 
+    #: True for a page whose own scripts are off: no promises or timers run in it, so
+    #: scripts are called without awaiting and waits poll from here.
+    synchronous = False
+
     def __init__(self) -> None:
         self.keyboard = Keyboard(self)
 
@@ -289,6 +305,12 @@ class ScriptPage:
     # -- Playwright's calls, in terms of those
     def evaluate(self, function: str, arg: Any = None, timeout_s: float = 60.0) -> Any:
         """The (awaited) result of the JavaScript function ``function(arg)``, through JSON."""
+        if self.synchronous:
+            script = (
+                "(argJson) => { const value = (" + function + ")(JSON.parse(argJson));"
+                " return JSON.stringify(value === undefined ? null : value); }"
+            )
+            return json.loads(self.call(script, json.dumps(arg), timeout_s))
         script = (
             "async (argJson) => { const value = await (" + function + ")(JSON.parse(argJson));"
             " return JSON.stringify(value === undefined ? null : value); }"
@@ -300,6 +322,15 @@ class ScriptPage:
     ) -> Any:
         """Polls ``function(arg)`` in the page (every ``polling`` ms, or each animation
         frame for ``"raf"``) until it is truthy; its value.  TimeoutError after ``timeout`` ms."""
+        if self.synchronous:
+            deadline = time.monotonic() + timeout / 1000
+            while not (value := self.evaluate(function, arg)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"wait_for_function timed out after {timeout:.0f} ms: {function.strip()}"
+                    )
+                time.sleep(0.02)  # polling the page with a deadline
+            return value
         raf = "true" if polling == "raf" else "false"
         every = 20 if polling == "raf" else float(polling)
         script = f"""async ([arg, ms]) => {{
@@ -382,20 +413,22 @@ class Firefox:
 
     name = "firefox"
 
-    def __init__(self) -> None:
+    def __init__(self, prefs: dict[str, object] | None = None) -> None:
         if not os.path.exists(FIREFOX):
             raise BrowserError(f"{FIREFOX} is missing: run scripts/test.sh, which installs firefox-esr")
         self._dir = Path(tempfile.mkdtemp(prefix="camstream-firefox-"))
         profile = self._dir / "profile"
         profile.mkdir()
         (profile / "user.js").write_text(
-            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in FIREFOX_PREFS.items())
+            "".join(
+                f"user_pref({json.dumps(k)}, {json.dumps(v)});\n"
+                for k, v in {**FIREFOX_PREFS, **(prefs or {})}.items()
+            )
         )
         self._log = self._dir / "firefox.log"
         with open(self._log, "wb") as out:
             self.proc = subprocess.Popen(
-                [FIREFOX, "--headless", "--no-remote", "--profile", str(profile)]
-                + ["--remote-debugging-port", "0", "about:blank"],
+                [FIREFOX, "--headless", "--no-remote", "--profile", str(profile), *FIREFOX_ARGS],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MOZ_CRASHREPORTER_DISABLE": "1"},
@@ -418,7 +451,17 @@ class Firefox:
             raise
 
     def new_page(self, viewport: tuple[int, int] = VIEWPORT, java_script_enabled: bool = True) -> FirefoxPage:
-        return FirefoxPage(self, viewport, java_script_enabled)
+        """A tab; one without scripts is in a firefox-esr of its own (``javascript.enabled``
+        is a browser-wide pref, and 153 ESR lacks BiDi's emulation.setScriptingEnabled)."""
+        if java_script_enabled:
+            return FirefoxPage(self, viewport, sandbox=None)
+        own = Firefox(prefs={"javascript.enabled": False})
+        try:
+            page = FirefoxPage(own, viewport, sandbox="camstream-tests", owns=own)
+        except BaseException:
+            own.close()
+            raise
+        return page
 
     def close(self) -> None:
         """Ends the session and the browser (its PID, killed if it does not exit)."""
@@ -433,8 +476,11 @@ class Firefox:
 class FirefoxPage(ScriptPage):
     """A tab of its own user context (cookies and storage apart, like Playwright's context)."""
 
-    def __init__(self, firefox: Firefox, viewport: tuple[int, int], java_script_enabled: bool) -> None:
+    def __init__(
+        self, firefox: Firefox, viewport: tuple[int, int], sandbox: str | None, owns: Firefox | None = None
+    ) -> None:
         super().__init__()
+        self._owns = owns
         self._bidi = firefox.bidi
         self._user = self._bidi.send("browser.createUserContext", {})["userContext"]
         self.context = self._bidi.send("browsingContext.create", {"type": "tab", "userContext": self._user})[
@@ -445,10 +491,9 @@ class FirefoxPage(ScriptPage):
             "browsingContext.setViewport",
             {"context": self.context, "viewport": {"width": width, "height": height}},
         )
-        # Scripts of the page off: the tests' own scripts then run in a sandbox.
-        self._sandbox = None if java_script_enabled else "camstream-tests"
-        if not java_script_enabled:
-            self._bidi.send("emulation.setScriptingEnabled", {"enabled": False, "contexts": [self.context]})
+        # With the page's scripts off, the tests' own run in a sandbox (a realm of their own).
+        self._sandbox = sandbox
+        self.synchronous = sandbox is not None
 
     def call(self, script: str, arg_json: str, timeout_s: float) -> str:
         target: dict[str, str] = {"context": self.context}
@@ -460,7 +505,7 @@ class FirefoxPage(ScriptPage):
                 "functionDeclaration": script,
                 "arguments": [{"type": "string", "value": arg_json}],
                 "target": target,
-                "awaitPromise": True,
+                "awaitPromise": not self.synchronous,
                 "resultOwnership": "none",
             },
             timeout_s=timeout_s,
@@ -525,6 +570,8 @@ class FirefoxPage(ScriptPage):
             self._bidi.send("browsingContext.close", {"context": self.context})
         with contextlib.suppress(BrowserError):
             self._bidi.send("browser.removeUserContext", {"userContext": self._user})
+        if self._owns is not None:
+            self._owns.close()
 
 
 # -- WebKitGTK through WebKitWebDriver and Selenium ----------------------------------
@@ -589,7 +636,13 @@ class WebKitPage(ScriptPage):
 
         options = Options()
         if not java_script_enabled:
-            options.add_argument("--enable-javascript=false")
+            # MiniBrowser's --enable-javascript=false (and --enable-javascript-markup=false),
+            # given through webkitgtk:browserOptions, do not reach the views WebKitWebDriver
+            # opens: the page's scripts still run.  Tried with 2.50.6.
+            raise BrowserError(
+                "WebKitWebDriver 2.50 cannot turn a page's JavaScript off: MiniBrowser's "
+                "--enable-javascript=false is not applied to the automation session's views"
+            )
         # The driver's process started here (Service), then a plain remote session to it:
         # selenium's WebKitGTK class warns of its own deprecated call.
         self._service = Service(executable_path=WEBKIT_DRIVER, env={**os.environ, "DISPLAY": display})

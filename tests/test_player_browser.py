@@ -1,5 +1,5 @@
-"""The recordings list and the player of a recorded segment, in a real headless
-Chromium, against real server processes that record the files camera.
+"""The recordings list and the player of a recorded segment, in real browsers of
+three engines, against real server processes that record the files camera.
 
 The files camera cycles through six solid colours at 10 fps, so every frame of
 a segment has a colour of its own.  The tests decode the segment files
@@ -438,7 +438,7 @@ def test_seeking(servers: Servers, page) -> None:
     assert sample(page)["frame"] == segment.last
 
 
-def test_start_at_t(servers: Servers, page, browser) -> None:
+def test_start_at_t(servers: Servers, page, new_page) -> None:
     segment = servers.segment
     page.goto(player_url(servers.plain, segment.name, "?t=2.5&autoplay=0"))
     wait_state(page, "paused")
@@ -447,28 +447,24 @@ def test_start_at_t(servers: Servers, page, browser) -> None:
     assert now["drawn"] == 1  # frame 0 was never drawn first
 
     # Playing from there: the first frame drawn is the one due at 2.5 s.
-    context = browser.new_context()
-    try:
-        playing = context.new_page()
-        playing.add_init_script(
-            """
-            window.__firstFrame = null;
-            new MutationObserver((records) => {
-              for (const r of records) {
-                if (window.__firstFrame === null && r.target.dataset.frame !== undefined) {
-                  window.__firstFrame = Number(r.target.dataset.frame);
-                }
-              }
-            }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-frame"] });
-            """
-        )
-        playing.goto(player_url(servers.plain, segment.name, "?t=2.5"))
-        wait_frame_at_least(playing, segment.frame_at(2500) + 2)
-        # (A frame whose decoding falls behind the clock is skipped: allow for a slow first one.)
-        first = playing.evaluate("() => window.__firstFrame")
-        assert segment.frame_at(2500) <= first <= segment.frame_at(3000), first
-    finally:
-        context.close()
+    playing = new_page()
+    playing.add_init_script(
+        """
+        window.__firstFrame = null;
+        new MutationObserver((records) => {
+          for (const r of records) {
+            if (window.__firstFrame === null && r.target.dataset.frame !== undefined) {
+              window.__firstFrame = Number(r.target.dataset.frame);
+            }
+          }
+        }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-frame"] });
+        """
+    )
+    playing.goto(player_url(servers.plain, segment.name, "?t=2.5"))
+    wait_frame_at_least(playing, segment.frame_at(2500) + 2)
+    # (A frame whose decoding falls behind the clock is skipped: allow for a slow first one.)
+    first = playing.evaluate("() => window.__firstFrame")
+    assert segment.frame_at(2500) <= first <= segment.frame_at(3000), first
 
 
 def test_download(servers: Servers, page) -> None:
@@ -529,8 +525,6 @@ def test_token_is_passed_on(servers: Servers, page) -> None:
         lambda s: not s["recording"] and (s["length_s"] or 0) >= 1.0, "finished segment of a second"
     )
     segment = decode(recorder.file(found["name"]))
-    requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
 
     page.goto(f"{recorder.url}recordings/?token={TOKEN}")
     link = page.locator(f'tr.segment[data-segment="{segment.name}"] a.play')
@@ -539,6 +533,10 @@ def test_token_is_passed_on(servers: Servers, page) -> None:
     page.wait_for_url(player_url(recorder, segment.name, f"?token={TOKEN}"))
     wait_frame_at_least(page, 3)
     assert_shows(segment, sample(page))
+    # What the player's page fetched: itself, its files and the segment (its resource timing).
+    requests = page.evaluate(
+        "() => [location.href, ...performance.getEntriesByType('resource').map((e) => e.name)]"
+    )
     fetched = [u for u in requests if u.startswith(recorder.url)]
     assert any(f"/{segment.name}.json" in u for u in fetched), fetched
     assert any(f"/{segment.name}.mkv" in u for u in fetched), fetched
