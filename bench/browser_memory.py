@@ -171,14 +171,27 @@ def tree(pid: int) -> list[int]:
     return result
 
 
-def pss_kb(pid: int) -> int:
-    """The proportional set size of ``pid`` in KiB (0 if it is gone)."""
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, private) of ``pid`` in KiB from ``smaps_rollup``; (0, 0) if it is gone.
+
+    PSS shares each shared page among the processes mapping it, so it moves a
+    little when other programs start or stop with the same libraries; private
+    (``Private_Clean`` + ``Private_Dirty``, the USS) counts only pages nobody
+    else maps, and does not.
+    """
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
-        return 0
-    found = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
-    return int(found.group(1)) if found else 0
+        return 0, 0
+    fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", text, re.MULTILINE))
+    return int(fields.get("Pss", 0)), int(fields.get("Private_Clean", 0)) + int(
+        fields.get("Private_Dirty", 0)
+    )
+
+
+def pss_kb(pid: int) -> int:
+    """The proportional set size of ``pid`` in KiB (0 if it is gone)."""
+    return memory_kb(pid)[0]
 
 
 def comm(pid: int) -> str:
@@ -187,6 +200,19 @@ def comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
+
+
+def role(pid: int) -> str:
+    """``pid``'s program name, with Chromium's process type (``chromium:renderer``, ``chromium:gpu``)."""
+    name = comm(pid)
+    if name.startswith("chromium"):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+        except OSError:
+            return name
+        kinds = [a.split(b"=", 1)[1].decode() for a in args if a.startswith(b"--type=")]
+        name += ":" + (kinds[0].replace("-process", "") if kinds else "browser")
+    return name
 
 
 class Reaper:
@@ -288,7 +314,9 @@ def start_server(reaper: Reaper, args: argparse.Namespace) -> str:
 
 # -- engines ----------------------------------------------------------------------
 
+#: The page's frame counter (kiosk, viewer) and the kiosk's decode method, where it has them.
 FRAMES_SHOWN = "return (window.camstream && window.camstream.framesShown) ?? null"
+DECODER = "return (window.camstream && window.camstream.ws && window.camstream.ws.decoder) ?? null"
 
 
 class Engine:
@@ -301,14 +329,19 @@ class Engine:
         self.workdir = workdir
         self.root_pid = 0
         self.extra_pids: dict[str, int] = {}  # processes measured apart (Xvfb)
+        self.user_agent = ""
 
     def open(self, url: str) -> None:
         """Start the browser on ``url``; returns once the page has loaded."""
         raise NotImplementedError
 
+    def evaluate(self, body: str) -> Any:
+        """Run ``body`` (a function body ending in ``return``) in the page; its JSON value."""
+        raise NotImplementedError
+
     def frames_shown(self) -> int | None:
         """``window.camstream.framesShown`` of the page, or None where it has none."""
-        raise NotImplementedError
+        return self.evaluate(FRAMES_SHOWN)
 
     def close(self) -> None:
         """Close the browser politely (the reaper stops whatever remains)."""
@@ -339,8 +372,8 @@ class Chromium(Engine):
         self._page = self._browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
         self._page.goto(url, wait_until="load", timeout=START_TIMEOUT_S * 1000)
 
-    def frames_shown(self) -> int | None:
-        return self._page.evaluate(f"() => {{ {FRAMES_SHOWN}; }}")
+    def evaluate(self, body: str) -> Any:
+        return self._page.evaluate(f"() => {{ {body}; }}")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -408,8 +441,8 @@ class Firefox(Engine):
         value = result.get("result", {})
         return value.get("value")
 
-    def frames_shown(self) -> int | None:
-        return self._evaluate(f"(() => {{ {FRAMES_SHOWN}; }})()")
+    def evaluate(self, body: str) -> Any:
+        return self._evaluate(f"(() => {{ {body}; }})()")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -463,8 +496,8 @@ class WebKit(Engine):
         self._driver.get(url)
         self.reaper.watch_tree(self.root_pid)
 
-    def frames_shown(self) -> int | None:
-        return self._driver.execute_script(FRAMES_SHOWN)
+    def evaluate(self, body: str) -> Any:
+        return self._driver.execute_script(body)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -485,19 +518,22 @@ class Sample:
     pss_mb: float
     frames_shown: int | None
     processes: int
+    private_mb: float = 0.0
     by_program: dict[str, float] = field(default_factory=dict)
     extra_mb: dict[str, float] = field(default_factory=dict)
+    decoder: str | None = None
 
 
 def measure(engine: Engine, reaper: Reaper, t0: float) -> Sample:
     """Sum the PSS of the browser's tree now (and read the page's frame counter)."""
     by_program: dict[str, float] = {}
     pids = reaper.watch_tree(engine.root_pid)
-    total_kb = 0
+    total_kb = private_kb = 0
     for pid in pids:
-        kb = pss_kb(pid)
+        kb, own = memory_kb(pid)
         total_kb += kb
-        name = comm(pid)
+        private_kb += own
+        name = role(pid)
         by_program[name] = round(by_program.get(name, 0) + kb / 1024, 1)
     try:
         shown = engine.frames_shown()
@@ -505,17 +541,28 @@ def measure(engine: Engine, reaper: Reaper, t0: float) -> Sample:
         log.warning("could not read the page's frame counter: %s", exc)
         shown = None
     extra = {name: round(pss_kb(pid) / 1024, 1) for name, pid in engine.extra_pids.items()}
+    decoder = None
+    with contextlib.suppress(Exception):  # as above
+        decoder = engine.evaluate(DECODER)
+    total_mb = round(total_kb / 1024, 1)
     return Sample(
-        round(time.monotonic() - t0, 1), round(total_kb / 1024, 1), shown, len(pids), by_program, extra
+        t_s=round(time.monotonic() - t0, 1),
+        pss_mb=total_mb,
+        frames_shown=shown,
+        processes=len(pids),
+        private_mb=round(private_kb / 1024, 1),
+        by_program=by_program,
+        extra_mb=extra,
+        decoder=decoder,
     )
 
 
-def slope_per_hour(samples: list[Sample]) -> float | None:
-    """The least-squares slope of PSS over time, in MB per hour (None under 2 samples)."""
+def slope_per_hour(samples: list[Sample], key: str = "pss_mb") -> float | None:
+    """The least-squares slope of ``key`` (PSS) over time, in MB per hour (None under 2 samples)."""
     if len(samples) < 2:
         return None
     xs = [s.t_s / 3600 for s in samples]
-    ys = [s.pss_mb for s in samples]
+    ys = [getattr(s, key) for s in samples]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
     if sxx == 0:
@@ -543,6 +590,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         url = base + args.page
         log.info("%s: opening %s", engine.name, url)
         engine.open(url)
+        with contextlib.suppress(Exception):  # the driver's own error types differ per engine
+            engine.user_agent = engine.evaluate("return navigator.userAgent")
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
         next_at = t0
@@ -550,15 +599,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sample = measure(engine, reaper, t0)
             samples.append(sample)
             log.info(
-                "%6.0f s  %7.1f MB  %2d processes  frames shown %s  %s",
+                "%6.0f s  %7.1f MB (private %7.1f)  %2d processes  frames shown %s  %s",
                 sample.t_s,
                 sample.pss_mb,
+                sample.private_mb,
                 sample.processes,
                 sample.frames_shown,
                 " ".join(f"{k}={v}" for k, v in sorted(sample.by_program.items())),
             )
             if args.json:
-                write_json(args, url, samples)
+                write_json(args, url, samples, engine.user_agent)
             next_at += args.interval
             if next_at > end + 1:
                 break
@@ -574,18 +624,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engine.close()
         reaper.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
-    return write_json(args, url, samples)
+    return write_json(args, url, samples, engine.user_agent)
 
 
-def summary(args: argparse.Namespace, url: str, samples: list[Sample]) -> dict[str, Any]:
+def summary(args: argparse.Namespace, url: str, samples: list[Sample], user_agent: str) -> dict[str, Any]:
     """First, last and peak MB, the trend after the warm-up, minutes run, fps shown."""
     after = [s for s in samples if s.t_s >= args.warmup * 60]
     trend = slope_per_hour(after)
+    private = slope_per_hour(after, "private_mb")
     fps = fps_shown(samples)
     return {
         "engine": args.engine,
         "page": args.page,
         "url": url,
+        "user_agent": user_agent,
+        "decoder": samples[-1].decoder if samples else None,
         "interval_s": args.interval,
         "warmup_min": args.warmup,
         "minutes_run": round(samples[-1].t_s / 60, 1) if samples else 0,
@@ -593,14 +646,15 @@ def summary(args: argparse.Namespace, url: str, samples: list[Sample]) -> dict[s
         "last_mb": samples[-1].pss_mb if samples else None,
         "peak_mb": max(s.pss_mb for s in samples) if samples else None,
         "trend_mb_per_h": round(trend, 1) if trend is not None else None,
+        "private_trend_mb_per_h": round(private, 1) if private is not None else None,
         "fps_shown": round(fps, 1) if fps is not None else None,
         "samples": [asdict(s) for s in samples],
     }
 
 
-def write_json(args: argparse.Namespace, url: str, samples: list[Sample]) -> dict[str, Any]:
+def write_json(args: argparse.Namespace, url: str, samples: list[Sample], user_agent: str) -> dict[str, Any]:
     """The summary, also written to ``--json`` if given (rewritten after every sample)."""
-    result = summary(args, url, samples)
+    result = summary(args, url, samples, user_agent)
     if args.json:
         tmp = Path(args.json + ".tmp")
         tmp.write_text(json.dumps(result, indent=1))
