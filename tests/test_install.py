@@ -268,3 +268,59 @@ def test_an_install_without_its_pages_refuses_to_start_with_one_line(wheel: Path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("server.py: error: the pages' static/ folder is missing"), lines[0]
+
+
+# -- the systemd unit -------------------------------------------------------------
+UNIT = ROOT / "docs" / "camstream.service"
+
+
+def unit_settings(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit's ``Key=value`` lines by section (continuations joined, comments left out)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    section = ""
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        sections.setdefault(section, {}).setdefault(key, []).append(value)
+    return sections
+
+
+def test_the_service_may_write_the_recordings_folder_and_nothing_else(tmp_path: Path) -> None:
+    from settings import parse_settings
+
+    service = unit_settings(UNIT.read_text())["Service"]
+    assert service["ProtectSystem"] == ["strict"]
+    assert service["StateDirectory"] == ["camstream"]  # /var/lib/camstream, writable
+    assert "ReadWritePaths" not in service
+    # Its command line is one the server takes (files standing in for /etc/camstream's).
+    program, script, *args = service["ExecStart"][0].split()
+    assert (program, script) == ("/opt/camstream/.venv/bin/python", "server.py")
+    assert service["WorkingDirectory"] == ["/opt/camstream"]
+    config, auth = tmp_path / "cameras.toml", tmp_path / "auth"
+    config.write_text('[cameras.pi]\ndriver = "emulated"\n')
+    auth.write_text("viewer:choose-a-password\n")
+    args = [a.replace("/etc/camstream/cameras.toml", str(config)) for a in args]
+    args = [a.replace("/etc/camstream/auth", str(auth)) for a in args]
+    settings = parse_settings([*args, "--record", "/var/lib/camstream/recordings"], env={})
+    assert settings.host == "0.0.0.0" and settings.auth == "viewer:choose-a-password"
+    # The README records into the state directory, as the unit's comment says.
+    readme = (ROOT / "README.md").read_text()
+    for text in (readme, UNIT.read_text()):
+        assert "--record /var/lib/camstream/recordings" in text
+    # systemd's own check, with the paths of this checkout for the program.
+    local = UNIT.read_text().replace("/opt/camstream/.venv/bin/python", sys.executable)
+    local = local.replace("WorkingDirectory=/opt/camstream", f"WorkingDirectory={ROOT}")
+    (tmp_path / "camstream.service").write_text(local)
+    if shutil.which("systemd-analyze"):
+        result = subprocess.run(
+            ["systemd-analyze", "verify", str(tmp_path / "camstream.service")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and not result.stderr.strip(), result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,46 @@ def test_the_help_says_the_token_length_what_origins_cover_and_that_timeouts_are
     assert "open the WebSocket and fetch() the streams and snapshots (CORS" in flat
     for flag in ("--stall-timeout", "--idle-timeout", "--snapshot-timeout", "--record-segment"):
         assert f"{flag} SECONDS" in flat, flag
+
+
+def readme_commands() -> list[str]:
+    """Every shell command of the README: the lines of its ``sh`` blocks (continuations
+    joined) and its inline code that runs python, pip or server.py."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        commands += [line.strip() for line in re.sub(r"\\\n\s*", " ", block).splitlines() if line.strip()]
+    inline = re.sub(r"```.*?```", "", text, flags=re.S).replace("\n", " ")
+    for code in re.findall(r"`([^`]+)`", inline):
+        if re.search(r"(^|[\s/])(python3?|pip|server\.py)\b", code) and " " in code:
+            commands.append(code)
+    return commands
+
+
+def test_the_readmes_commands_use_the_venv():
+    # A fresh Debian has no `python`, and tornado is only in .venv: after the
+    # first install command, python and pip are the venv's.
+    commands = readme_commands()
+    assert commands[0].startswith("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python")
+    for command in commands[1:]:
+        words = shlex.split(command, comments=True)
+        for i, word in enumerate(words):
+            assert word not in ("python", "pip", "pip3"), command
+            assert word != "python3" or words[i + 1 : i + 3] == ["-m", "venv"], command
+
+
+def test_the_readmes_server_commands_parse(tmp_path):
+    (tmp_path / "cameras.toml").write_text('[cameras.pi]\ndriver = "emulated"\n')
+    seen = 0
+    for command in readme_commands():
+        words = shlex.split(command.split("&&")[-1], comments=True)
+        if "server.py" not in words:
+            continue
+        env = dict(word.split("=", 1) for word in words[: words.index("server.py") - 1])
+        argv = [
+            w.replace("cameras.toml", str(tmp_path / "cameras.toml"))
+            for w in words[words.index("server.py") + 1 :]
+        ]
+        parse_settings(argv, env=env)  # exits 2 on an option it does not take
+        seen += 1
+    assert seen >= 5
