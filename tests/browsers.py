@@ -665,19 +665,25 @@ class WebKitPage(ScriptPage):
             self.close()
             raise
 
-    def _size(self, viewport: tuple[int, int]) -> None:
-        """Sizes the window so that its viewport (innerWidth x innerHeight) is ``viewport``."""
+    def _size(self, viewport: tuple[int, int], timeout_s: float = 10.0) -> None:
+        """Sizes the window so that its viewport (innerWidth x innerHeight) is ``viewport``:
+        the window manager-less resize lands a moment later, so this polls with a deadline."""
         width, height = viewport
         self.driver.set_window_rect(0, 0, width, height)
-        for _ in range(3):
+        asked = None
+        deadline = time.monotonic() + timeout_s
+        while True:
             inner = self.driver.execute_script("return [window.innerWidth, window.innerHeight]")
             if inner == [width, height]:
                 return
+            if time.monotonic() > deadline:
+                raise BrowserError(f"MiniBrowser's viewport is {inner}, not {list(viewport)}")
             rect = self.driver.get_window_rect()
-            self.driver.set_window_rect(
-                0, 0, rect["width"] + width - inner[0], rect["height"] + height - inner[1]
-            )
-        raise BrowserError(f"MiniBrowser's viewport is {inner}, not {list(viewport)}")
+            outer = (rect["width"] + width - inner[0], rect["height"] + height - inner[1])
+            if outer != asked:
+                self.driver.set_window_rect(0, 0, *outer)
+                asked = outer
+            time.sleep(0.05)  # polling the window's size with a deadline
 
     def call(self, script: str, arg_json: str, timeout_s: float) -> str:
         from selenium.common.exceptions import WebDriverException
