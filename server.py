@@ -162,7 +162,7 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
                 camera = create_camera(spec.driver, spec.config)
             except CameraError as exc:
                 prefix = f"camera {spec.name!r}: " if len(specs) > 1 else ""
-                raise CameraError(prefix + str(exc)) from exc
+                raise CameraError(prefix + str(spec.explain(exc))) from exc
             feeds[spec.name] = FrameFeed(
                 camera,
                 name=spec.name,

@@ -77,6 +77,16 @@ class CameraSpec:
     config: CameraConfig
     #: Where and how it records, or None.
     record: RecordSettings | None = None
+    #: Where its source was given, for messages: a driver's "--source X: ..."
+    #: error is shown with this in place of "--source".
+    source_from: str = "--source"
+
+    def explain(self, error: CameraError) -> CameraError:
+        """``error`` (from building this camera) naming where its source was given."""
+        text = str(error)
+        if self.source_from != "--source" and text.startswith("--source"):
+            text = self.source_from + text[len("--source") :]
+        return CameraError(text)
 
 
 def check_name(name: str) -> str:
@@ -103,7 +113,8 @@ def parse_camera_arg(text: str, defaults: CameraConfig, record: RecordSettings |
     driver = check_driver(driver.strip())
     name = check_name(name.strip() or driver)
     config = replace(defaults, name=name, source=source if colon else defaults.source)
-    return CameraSpec(name, driver, config, record)
+    where = f"--camera {text.strip()}: source" if colon else "--source"
+    return CameraSpec(name, driver, config, record, where)
 
 
 def _number(camera: str, key: str, value: Any) -> float:
@@ -188,7 +199,8 @@ def load_config(path: str, defaults: CameraConfig, record: RecordSettings | None
             raise CameraError(f"camera {name!r}: source must be a string")
         numbers = {key: _number(name, key, table[key]) for key in _CONFIG_NUMBERS if key in table}
         config = replace(defaults, name=name, source=None if source is None else str(source), **numbers)
-        specs.append(CameraSpec(name, driver, config, _record(name, table, record)))
+        where = f"--config {path}: [cameras.{name}] source" if "source" in table else "--source"
+        specs.append(CameraSpec(name, driver, config, _record(name, table, record), where))
     return specs
 
 

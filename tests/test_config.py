@@ -130,3 +130,13 @@ def test_a_table_without_a_driver_stops_the_server_with_one_line(tmp_path):
     path = tmp_path / "cameras.toml"
     path.write_text('[cameras.garage]\nsource = "0"\n')
     assert_one_line_error(run_cli("--config", str(path)), "the table [cameras.garage] needs a driver")
+
+
+@pytest.mark.slow
+def test_a_bad_source_in_a_table_names_the_table_not_source_option(tmp_path):
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.garage]\ndriver = "files"\nsource = "/nonexistent"\n')
+    assert_one_line_error(
+        run_cli("--config", str(path)),
+        f"error: --config {path}: [cameras.garage] source /nonexistent: not a folder",
+    )

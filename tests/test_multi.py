@@ -128,7 +128,10 @@ def test_config_file_then_camera_options(tmp_path):
         (["--camera", "a=emulated", "--camera", "a=emulated"], "two cameras are named 'a'"),
         (["--camera", "a=emulated", "--camera", "b=webcam"], "unknown camera driver 'webcam'"),
         (["--camera", "Big Door=emulated"], "camera name 'Big Door'"),
-        (["--camera", "a=emulated", "--camera", "b=files:/nonexistent"], "camera 'b': --source /nonexistent"),
+        (
+            ["--camera", "a=emulated", "--camera", "b=files:/nonexistent"],
+            "camera 'b': --camera b=files:/nonexistent: source /nonexistent: not a folder",
+        ),
         (["--config", "/nonexistent.toml"], "--config /nonexistent.toml"),
     ],
 )

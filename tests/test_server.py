@@ -24,7 +24,12 @@ from tests.conftest import ROOT, assert_one_line_error, run_cli
     ("args", "message"),
     [
         (["--camera", "files"], "needs --source"),
-        (["--camera", "files", "--source", "/nonexistent"], "not a folder"),
+        # The message names where the source was given, not always --source.
+        (["--camera", "files", "--source", "/nonexistent"], "error: --source /nonexistent: not a folder"),
+        (
+            ["--camera", "files:/nonexistent"],
+            "error: --camera files:/nonexistent: source /nonexistent: not a folder",
+        ),
         (["--source", "x"], "takes no --source"),
     ],
 )
