@@ -69,6 +69,7 @@ setup(
             "pytest-tornado==0.8.1",
             # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 81 removed.
             "setuptools<81",
+            "wheel",  # tests/test_install.py builds a wheel without build isolation (no network)
             "opencv-python-headless>=4.8",  # tests/test_opencv.py drives the real library
             "playwright>=1.45",  # Chromium's page tests
             "selenium>=4.30",  # WebKitGTK's page tests, through WebKitWebDriver
