@@ -8,11 +8,13 @@ pixels tell which camera it shows and whether it moves.
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import COLOURS, nearest_colour
 from tests.fakes import jpeg
@@ -32,7 +34,8 @@ def colours_of(i: int) -> tuple[int, int]:
 
 @pytest.fixture
 def eight_cameras(start_server, tmp_path: Path):
-    args = ["--fps", "10", "--idle-timeout", "5"]
+    # Requests at DEBUG: the tests read the snapshots a page asked for from the log.
+    args = ["--fps", "10", "--idle-timeout", "5", "--log-level", "debug"]
     for i in range(COUNT):
         folder = tmp_path / f"cam{i}"
         folder.mkdir()
@@ -107,14 +110,30 @@ def test_tiles_out_of_sight_close_their_socket(eight_cameras, new_page):
 
 
 def test_without_javascript_the_tiles_are_snapshots(eight_cameras, new_page):
+    # Read from the server and the picture, not the page's scripts: a WebKit page
+    # without JavaScript has no driver to run one in (tests/browsers.py).
     page = new_page(java_script_enabled=False)
     page.goto(eight_cameras.url)
-    images = page.locator(".tile img")
-    assert images.count() == COUNT
-    page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('.tile img')).every((i) => i.complete)",
-        timeout=20000,
-    )
-    widths = [images.nth(i).evaluate("img => img.naturalWidth") for i in range(COUNT)]
-    assert widths == [width_of(i) for i in range(COUNT)]
+    pattern = re.compile(r"GET /cameras/(cam\d)/snapshot\.jpg")
+    deadline = time.monotonic() + 30
+    while True:
+        asked = set(pattern.findall(eight_cameras.log_text()))
+        image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        shown = snapshot_colours(image)
+        if len(asked) == COUNT and len(shown) >= 5:
+            break
+        assert time.monotonic() < deadline, f"snapshots asked for {sorted(asked)}; colours shown {shown}"
+        time.sleep(0.2)  # polling the server's log and the screen with a deadline
     assert " joined; " not in eight_cameras.log_text(), "the page's scripts ran: they opened a WebSocket"
+
+
+def snapshot_colours(image: Image.Image) -> set[int]:
+    """The COLOURS (indexes) that fill an area of a tile or more (a 96x72 picture
+    drawn at least that size) in ``image``."""
+    small = image.resize((image.width // 4, image.height // 4), Image.Resampling.NEAREST)
+    counts: dict[int, int] = {}
+    for count, rgb in small.getcolors(maxcolors=1 << 20) or []:
+        index = nearest_colour(rgb)
+        if sum((a - b) ** 2 for a, b in zip(COLOURS[index], rgb, strict=True)) < 40 * 40:
+            counts[index] = counts.get(index, 0) + count
+    return {index for index, count in counts.items() if count >= (96 * 72) // 16}
