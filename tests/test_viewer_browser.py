@@ -104,8 +104,10 @@ def test_viewer_draws_the_live_picture_at_the_camera_rate(start_server, page):
     assert shown["fps"] >= 20, f"the page's own counter says {shown['fps']:.1f} fps"
     assert shown["connected"] and shown["connects"] == 1
     assert shown["width"] == 640 and shown["height"] == 480
-    assert 0 <= shown["frameAgeAvgMs"] < 250, f"frames shown {shown['frameAgeAvgMs']:.0f} ms after capture"
     assert shown["clockRttMs"] is not None and shown["clockRttMs"] < 100
+    # The server's clock is known to within half the quickest round trip (frames.js).
+    low = -shown["clockRttMs"] / 2 - 1
+    assert low <= shown["frameAgeAvgMs"] < 250, f"frames shown {shown['frameAgeAvgMs']:.0f} ms after capture"
     made = page.evaluate("() => window.__made")
     assert made["urls"] == 0, "object URLs were made"
     assert made["bitmaps"] >= 60
