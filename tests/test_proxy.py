@@ -103,6 +103,18 @@ http {{
             proxy_pass http://127.0.0.1:{p3}/;
             proxy_set_header X-Forwarded-Prefix /grid;{upgrade}
         }}
+        # (d) nginx's default Host (its upstream's address, not the browser's), and no
+        # Sec-Fetch-Site (none comes from an http:// page on a LAN address): the
+        # server refuses the page's WebSockets, and the page must say why.
+        location /nohost/ {{
+            proxy_pass http://127.0.0.1:{p1}/;
+            proxy_set_header X-Forwarded-Prefix /nohost;
+            proxy_set_header Sec-Fetch-Site "";
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+        }}
         # (c) The path passed unchanged to a server started with --base-path /cam2.
         location /cam2/ {{
             proxy_pass http://127.0.0.1:{p2};{upgrade}
@@ -281,6 +293,24 @@ def wait_img(page, selector: str = "#stream", timeout_ms: int = 15000) -> list[i
     return page.evaluate(
         "s => [document.querySelector(s).naturalWidth, document.querySelector(s).naturalHeight]", selector
     )
+
+
+def test_a_proxy_that_does_not_pass_host_on_is_named_on_the_page_and_once_in_the_log(proxy, page):
+    page.goto(proxy.url + "nohost/viewer")
+    page.wait_for_function(
+        "() => document.getElementById('notice').textContent.includes('proxy_set_header Host')",
+        timeout=30000,
+    )
+    notice = page.locator("#notice")
+    assert notice.is_visible()
+    text = notice.inner_text()
+    assert f"--allow-origin http://127.0.0.1:{proxy.nginx.port}" in text, text
+    assert f"(127.0.0.1:{proxy.plain.port})" in text, "the Host the server received is named"
+    page.wait_for_function("() => window.camstream.attempts >= 3", timeout=20000)  # still retrying
+    lines = proxy.plain.log_text().splitlines()
+    warnings = [line for line in lines if " WARNING " in line and "(403)" in line]
+    assert len(warnings) == 1, warnings
+    assert "proxy_set_header Host $host" in warnings[0] and f"127.0.0.1:{proxy.nginx.port}" in warnings[0]
 
 
 def websockets_through(proxy, page, since: int, count: int, under: str) -> list[str]:
