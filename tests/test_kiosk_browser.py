@@ -185,11 +185,16 @@ def test_kiosk_without_websocket_uses_mjpeg_at_once(start_server, page):
 WATCH_NOTICE = "() => setInterval(() => { if (window.camstream.noticeVisible) window.__notice = true; }, 50)"
 
 
-@pytest.mark.parametrize("mode", ["ws", "mjpeg"])
-def test_a_still_picture_is_not_taken_for_a_dead_stream(start_server, page, frames_dir, mode):
-    # One frame every 10 s: longer than the 4 s watchdogs.
-    proc = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "0.1")
-    page.goto(proc.url + f"kiosk?mode={mode}")
+TOKEN = "kiosk-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize(("mode", "token"), [("ws", False), ("mjpeg", False), ("mjpeg", True)])
+def test_a_still_picture_is_not_taken_for_a_dead_stream(start_server, page, frames_dir, mode, token):
+    # One frame every 10 s: longer than the 4 s watchdogs.  With --token the
+    # watchdog's question to "status" must carry the page's token too (not a 401).
+    access = ["--token", TOKEN] if token else []
+    proc = start_server("--camera", "files", "--source", str(frames_dir), "--fps", "0.1", *access)
+    page.goto(proc.url + f"kiosk?mode={mode}" + (f"&token={TOKEN}" if token else ""))
     wait_shown(page, 1, timeout_ms=10000)
     page.evaluate(WATCH_NOTICE)
     page.wait_for_function("() => performance.now() > 7000", timeout=15000, polling=100)
