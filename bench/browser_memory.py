@@ -172,21 +172,21 @@ def tree(pid: int) -> list[int]:
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
-    """(PSS, private) of ``pid`` in KiB from ``smaps_rollup``; (0, 0) if it is gone.
+    """(PSS, its anonymous part) of ``pid`` in KiB from ``smaps_rollup``; (0, 0) if it is gone.
 
-    PSS shares each shared page among the processes mapping it, so it moves a
-    little when other programs start or stop with the same libraries; private
-    (``Private_Clean`` + ``Private_Dirty``, the USS) counts only pages nobody
-    else maps, and does not.
+    PSS shares each shared page among the processes mapping it, so its file part
+    (program and library code) moves when other programs on the machine start or
+    stop with the same libraries (another browser, say).  The anonymous part
+    (``Pss_Anon`` + ``Pss_Shmem``: heaps, decoded pictures, shared-memory
+    buffers between the browser's own processes) is what the browser allocated
+    itself, and what a leak grows; others' programs do not move it.
     """
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return 0, 0
     fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", text, re.MULTILINE))
-    return int(fields.get("Pss", 0)), int(fields.get("Private_Clean", 0)) + int(
-        fields.get("Private_Dirty", 0)
-    )
+    return int(fields.get("Pss", 0)), int(fields.get("Pss_Anon", 0)) + int(fields.get("Pss_Shmem", 0))
 
 
 def pss_kb(pid: int) -> int:
@@ -518,7 +518,7 @@ class Sample:
     pss_mb: float
     frames_shown: int | None
     processes: int
-    private_mb: float = 0.0
+    anon_mb: float = 0.0
     by_program: dict[str, float] = field(default_factory=dict)
     extra_mb: dict[str, float] = field(default_factory=dict)
     decoder: str | None = None
@@ -528,11 +528,11 @@ def measure(engine: Engine, reaper: Reaper, t0: float) -> Sample:
     """Sum the PSS of the browser's tree now (and read the page's frame counter)."""
     by_program: dict[str, float] = {}
     pids = reaper.watch_tree(engine.root_pid)
-    total_kb = private_kb = 0
+    total_kb = anon_kb = 0
     for pid in pids:
         kb, own = memory_kb(pid)
         total_kb += kb
-        private_kb += own
+        anon_kb += own
         name = role(pid)
         by_program[name] = round(by_program.get(name, 0) + kb / 1024, 1)
     try:
@@ -550,7 +550,7 @@ def measure(engine: Engine, reaper: Reaper, t0: float) -> Sample:
         pss_mb=total_mb,
         frames_shown=shown,
         processes=len(pids),
-        private_mb=round(private_kb / 1024, 1),
+        anon_mb=round(anon_kb / 1024, 1),
         by_program=by_program,
         extra_mb=extra,
         decoder=decoder,
@@ -599,10 +599,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sample = measure(engine, reaper, t0)
             samples.append(sample)
             log.info(
-                "%6.0f s  %7.1f MB (private %7.1f)  %2d processes  frames shown %s  %s",
+                "%6.0f s  %7.1f MB (anon %7.1f)  %2d processes  frames shown %s  %s",
                 sample.t_s,
                 sample.pss_mb,
-                sample.private_mb,
+                sample.anon_mb,
                 sample.processes,
                 sample.frames_shown,
                 " ".join(f"{k}={v}" for k, v in sorted(sample.by_program.items())),
@@ -631,7 +631,7 @@ def summary(args: argparse.Namespace, url: str, samples: list[Sample], user_agen
     """First, last and peak MB, the trend after the warm-up, minutes run, fps shown."""
     after = [s for s in samples if s.t_s >= args.warmup * 60]
     trend = slope_per_hour(after)
-    private = slope_per_hour(after, "private_mb")
+    anon = slope_per_hour(after, "anon_mb")
     fps = fps_shown(samples)
     return {
         "engine": args.engine,
@@ -646,7 +646,7 @@ def summary(args: argparse.Namespace, url: str, samples: list[Sample], user_agen
         "last_mb": samples[-1].pss_mb if samples else None,
         "peak_mb": max(s.pss_mb for s in samples) if samples else None,
         "trend_mb_per_h": round(trend, 1) if trend is not None else None,
-        "private_trend_mb_per_h": round(private, 1) if private is not None else None,
+        "anon_trend_mb_per_h": round(anon, 1) if anon is not None else None,
         "fps_shown": round(fps, 1) if fps is not None else None,
         "samples": [asdict(s) for s in samples],
     }
