@@ -76,11 +76,12 @@
 
   /**
    * Draw ``source`` (an ImageBitmap, an <img>, a canvas) on ``canvas``, whose
-   * backing store becomes width x height (the source's own size by default).
+   * backing store becomes width x height (the source's own size by default: an
+   * <img>'s natural size, whatever size it is shown at).
    */
   function drawFrame(canvas, source, width, height) {
-    const w = width || source.width;
-    const h = height || source.height;
+    const w = width || source.naturalWidth || source.width;
+    const h = height || source.naturalHeight || source.height;
     if (canvas.width !== w || canvas.height !== h) {
       canvas.width = w;
       canvas.height = h;

@@ -5,9 +5,11 @@
  *
  * Camstream.FrameSocket connects to the server's "ws" URL (relative to the
  * page's base URL, with the page's token: see camstream.js), decodes each
- * binary message (one JPEG) with createImageBitmap and hands the bitmap to
- * onFrame(bitmap, info), then closes it: onFrame must draw it at once and not
- * keep it.  Frames are never queued: while one decodes, a newer one replaces
+ * binary message (one JPEG) with createImageBitmap (in WebKit, whose
+ * ImageBitmaps hold their pixels until garbage-collected, into a reused <img>:
+ * see decodeMethod; stats.decoder says which) and hands the bitmap (or <img>)
+ * to onFrame(bitmap, info), then closes it: onFrame must draw it at once and
+ * not keep it.  Frames are never queued: while one decodes, a newer one replaces
  * the one waiting (counted in stats.framesDropped).
  *
  * info = {seq, t, ageMs, bytes}: the frame's sequence number and capture time
@@ -74,6 +76,40 @@
 
   function supported() {
     return typeof global.WebSocket === "function" && typeof global.createImageBitmap === "function";
+  }
+
+  const JPEG = "image/jpeg";
+
+  /**
+   * How this browser should turn a JPEG into a picture to draw: "bitmap"
+   * (createImageBitmap of a Blob; the ImageBitmap's pixels are freed by its
+   * close()) or "image" (one <img> per socket, reused, fed an object URL that is
+   * revoked once decoded).  WebKit frees an ImageBitmap's pixels only when the
+   * garbage collector takes it, and does not count them towards collecting:
+   * there a kiosk's memory grows without bound (docs/browsers.md), so WebKit
+   * (navigator.vendor "Apple...": no feature test shows this) gets "image".
+   * The page's ?decode=bitmap|image overrides the choice (for measurements).
+   */
+  function decodeMethod() {
+    const asked = new URLSearchParams(global.location.search).get("decode");
+    if (asked === "bitmap" || asked === "image") return asked;
+    return /^Apple/.test(global.navigator.vendor || "") ? "image" : "bitmap";
+  }
+
+  /**
+   * One JPEG (an ArrayBuffer) decoded with ``method``: a promise of an
+   * ImageBitmap (the caller closes it) or of ``image`` itself, decoded (the
+   * caller draws it before the next call reuses it).
+   */
+  function decodeJpeg(method, data, image) {
+    const blob = new global.Blob([data], { type: JPEG });
+    if (method !== "image") return global.createImageBitmap(blob);
+    const url = global.URL.createObjectURL(blob);
+    image.src = url;
+    return image
+      .decode()
+      .then(() => image)
+      .finally(() => global.URL.revokeObjectURL(url));
   }
 
   class FrameSocket {
@@ -296,9 +332,9 @@
     _decode(data, info) {
       this._decoding = true;
       const generation = this._generation;
-      const blob = new Blob([data], { type: "image/jpeg" });
-      global
-        .createImageBitmap(blob)
+      const method = this.stats.decoder || (this.stats.decoder = decodeMethod());
+      if (method === "image" && !this._image) this._image = new global.Image();
+      decodeJpeg(method, data, this._image)
         .then(
           (bitmap) => {
             try {
@@ -311,7 +347,7 @@
               info.ageMs = info.t === null ? null : (Date.now() / 1000 + stats.clockOffsetS - info.t) * 1000;
               this.onFrame(bitmap, info);
             } finally {
-              bitmap.close();
+              if (typeof bitmap.close === "function") bitmap.close();
             }
           },
           () => {
