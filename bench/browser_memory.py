@@ -330,6 +330,7 @@ class Engine:
         self.root_pid = 0
         self.extra_pids: dict[str, int] = {}  # processes measured apart (Xvfb)
         self.user_agent = ""
+        self.log_path: Path | None = None  # where the browser's own output goes (None: nowhere)
 
     def open(self, url: str) -> None:
         """Start the browser on ``url``; returns once the page has loaded."""
@@ -484,7 +485,10 @@ class WebKit(Engine):
         from selenium import webdriver
         from selenium.webdriver.webkitgtk.service import Service
 
-        service = Service(executable_path=WEBKIT_DRIVER, env={**os.environ, "DISPLAY": display})
+        output = str(self.log_path) if self.log_path else subprocess.DEVNULL
+        service = Service(
+            executable_path=WEBKIT_DRIVER, env={**os.environ, "DISPLAY": display}, log_output=output
+        )
         options = webdriver.WebKitGTKOptions()
         self._driver = webdriver.WebKitGTK(options=options, service=service)
         if service.process is not None:
@@ -584,6 +588,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[Sample] = []
     workdir = Path(tempfile.mkdtemp(prefix="browser-memory-"))
     engine = ENGINES[args.engine](reaper, workdir)
+    if args.json:
+        engine.log_path = Path(args.json).with_suffix(".browser.log")
     url = ""
     try:
         base = start_server(reaper, args)
