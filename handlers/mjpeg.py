@@ -12,6 +12,10 @@ Two framings of the same parts:
   arrived, so this framing shows frame N as soon as it is sent instead of one
   frame late; it carries no Content-Length, which browsers do not need.
 
+A script's ``fetch()`` (``Sec-Fetch-Dest: empty``) gets the same bytes as
+``multipart/mixed``: WebKit's fetch refuses to read a
+``multipart/x-mixed-replace`` body.
+
 After the response headers the handler takes the socket over from the HTTP
 layer (``detach``) and writes the prepared bytes of each frame straight to it:
 no chunked encoding, no per-viewer copy, at most one frame in flight.
@@ -37,6 +41,10 @@ log = logging.getLogger(__name__)
 
 BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+#: The same parts for a script's fetch() (``Sec-Fetch-Dest: empty``): WebKit's
+#: fetch cannot read a multipart/x-mixed-replace body ("Load failed"), and a
+#: script parses the parts itself whatever the type says.
+FETCH_CONTENT_TYPE = f"multipart/mixed; boundary={BOUNDARY}"
 FRAMINGS = ("img", "length")
 #: Bytes a streaming client may send after its request before it is cut off.
 MAX_CLIENT_BYTES = 64 * 1024
@@ -59,10 +67,12 @@ def img_part(frame: Frame) -> bytes:
     return b"".join((frame.jpeg, b"\r\n", _IMG_PART_HEAD))
 
 
-def response_head(version: str, extra: dict[str, str] | None = None) -> bytes:
+def response_head(
+    version: str, extra: dict[str, str] | None = None, content_type: str = CONTENT_TYPE
+) -> bytes:
     """The status line and headers of a stream response."""
     headers = {
-        "Content-Type": CONTENT_TYPE,
+        "Content-Type": content_type,
         **NO_CACHE,
         "Connection": "close",
         "Date": formatdate(usegmt=True),
@@ -86,6 +96,10 @@ class MjpegHandler(BaseHandler):
         self._stream: IOStream | None = None
         self._gone = False
 
+    def _content_type(self) -> str:
+        fetched = self.request.headers.get("Sec-Fetch-Dest") == "empty"
+        return FETCH_CONTENT_TYPE if fetched else CONTENT_TYPE
+
     def _framing(self) -> str | None:
         framing = self.get_query_argument("framing", None)
         if framing is None:
@@ -103,7 +117,7 @@ class MjpegHandler(BaseHandler):
             return
         for name, value in cors_headers(self).items():
             self.set_header(name, value)
-        self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_header("Content-Type", self._content_type())
         self.set_no_cache()
         self.flush()  # headers now, so no "Content-Length: 0" for an endless body
         self.finish()
@@ -128,7 +142,7 @@ class MjpegHandler(BaseHandler):
         stream.max_buffer_size = MAX_CLIENT_BYTES
         stream.set_nodelay(True)
         stream.set_close_callback(self._on_close)
-        opening = response_head(self.request.version, cors_headers(self))
+        opening = response_head(self.request.version, cors_headers(self), self._content_type())
         if framing == "img":
             opening += _IMG_PART_HEAD
         try:

@@ -129,6 +129,22 @@ async def test_bad_framing_is_a_400(http_client, base_url):
 
 
 @pytest.mark.gen_test(timeout=20)
+@pytest.mark.parametrize(
+    ("dest", "expected"),
+    [
+        (None, "multipart/x-mixed-replace; boundary=frame"),
+        ("image", "multipart/x-mixed-replace; boundary=frame"),
+        # A script's fetch(): WebKit's cannot read a multipart/x-mixed-replace body.
+        ("empty", "multipart/mixed; boundary=frame"),
+    ],
+)
+async def test_the_stream_type_for_images_programs_and_scripts(http_client, base_url, feed, dest, expected):
+    headers = {"Sec-Fetch-Dest": dest} if dest else {}
+    response = await http_client.fetch(base_url + "/stream.mjpg", method="HEAD", headers=headers)
+    assert response.headers["Content-Type"] == expected
+
+
+@pytest.mark.gen_test(timeout=20)
 async def test_head_sends_headers_only(http_client, base_url, feed):
     response = await http_client.fetch(base_url + "/stream.mjpg", method="HEAD")
     assert response.code == 200
