@@ -58,6 +58,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -66,21 +67,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 log = logging.getLogger("bench.browser_memory")
 
-CHROMIUM = "/usr/bin/chromium"
-FIREFOX = "/usr/bin/firefox-esr"
-WEBKIT_DRIVER = "/usr/bin/WebKitWebDriver"
-XVFB = "/usr/bin/Xvfb"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# The engines' programs and Chromium's flags, as the page tests run them.
+from tests.browsers import CHROMIUM, FIREFOX, WEBKIT_DRIVER, XVFB  # noqa: E402
+from tests.browsers import CHROMIUM_ARGS as CHROMIUM_FLAGS  # noqa: E402
+
 WIDTH, HEIGHT = 1280, 720
 START_TIMEOUT_S = 60.0
 
