@@ -208,7 +208,7 @@
     setTime(ms);
     // At the end is ended, playing or not (play then starts over): a slider dragged
     // there fires input then change, and the second seek must not undo the first's end.
-    ended = originMs >= lengthMs;
+    ended = originMs >= lengthMs - 0.5; // within half a millisecond: float rounding of ms
     if (ended) playing = false;
     const i = frameAt(originMs);
     prefetch(i);
@@ -245,13 +245,20 @@
   }
 
   playButton.addEventListener("click", () => (playing ? pause() : play()));
+  /** The slider's position (ms).  It snaps to its 0.01 s steps, so its last step,
+   * short of a length that is not a whole number of steps, is the segment's end. */
+  function sliderMs() {
+    const value = Number(seek.value);
+    return Number(seek.max) - value < Number(seek.step) ? lengthMs : value * 1000;
+  }
+
   seek.addEventListener("input", () => {
     dragging = true;
-    seekTo(Number(seek.value) * 1000);
+    seekTo(sliderMs());
   });
   seek.addEventListener("change", () => {
     dragging = false;
-    seekTo(Number(seek.value) * 1000);
+    seekTo(sliderMs());
   });
   document.addEventListener("keydown", (event) => {
     if (!index || event.target === seek) return;

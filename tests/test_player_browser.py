@@ -370,6 +370,15 @@ def test_space_toggles_play(servers: Servers, page) -> None:
     assert sample(page)["state"] == "paused"
 
 
+#: The slider dragged to its end, as a user does it: input events, then change.
+DRAG_TO_END = """() => {
+  const seek = document.getElementById("seek");
+  seek.value = seek.max;
+  seek.dispatchEvent(new Event("input", { bubbles: true }));
+  seek.dispatchEvent(new Event("change", { bubbles: true }));
+}"""
+
+
 def test_seeking(servers: Servers, page) -> None:
     segment = servers.segment
     page.goto(player_url(servers.plain, segment.name, "?autoplay=0"))
@@ -425,14 +434,15 @@ def test_seeking(servers: Servers, page) -> None:
     page.click("#play")  # replay from the start
     wait_state(page, "playing")
     wait_frame_at_least(page, 1)
-    page.evaluate(
-        """() => {
-          const seek = document.getElementById("seek");
-          seek.value = seek.max;
-          seek.dispatchEvent(new Event("input", { bubbles: true }));
-          seek.dispatchEvent(new Event("change", { bubbles: true }));
-        }"""
-    )
+    page.evaluate(DRAG_TO_END)
+    wait_state(page, "ended")
+    page.wait_for_function(SETTLED, timeout=10000)
+    assert sample(page)["frame"] == segment.last
+    # Paused, too: the slider snaps to 0.01 s steps, so its last one (short of a
+    # length that is not a whole number of steps) must still be the end.
+    page.evaluate("() => window.camstreamPlayer.seek(300)")
+    assert_settled_at(page, segment, 300)
+    page.evaluate(DRAG_TO_END)
     wait_state(page, "ended")
     page.wait_for_function(SETTLED, timeout=10000)
     assert sample(page)["frame"] == segment.last
