@@ -83,7 +83,7 @@ def server(folder: Path, *args: str) -> ServerProcess:
 def img_rate(page: Any, url: str, seconds: float) -> float:
     page.goto(url)
     page.wait_for_function("() => document.querySelector('#stream').naturalWidth > 0", timeout=20000)
-    counted = page.evaluate(IMG_RATE, ["#stream", seconds * 1000], timeout_s=seconds + 30)
+    counted = page.evaluate(IMG_RATE, ["#stream", seconds * 1000])
     return max(counted["loads"], counted["changes"]) / counted["seconds"]
 
 
