@@ -36,6 +36,7 @@ from tornado.netutil import bind_sockets
 import handlers
 from cameras import CameraError, create_camera
 from cameras.feed import FrameFeed
+from cameras.variants import Variants
 from handlers.access import Access, redact
 from handlers.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, ClientLimit
 from logs import start_logging
@@ -163,12 +164,13 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
             except CameraError as exc:
                 prefix = f"camera {spec.name!r}: " if len(specs) > 1 else ""
                 raise CameraError(prefix + str(spec.explain(exc))) from exc
-            feeds[spec.name] = FrameFeed(
+            feed = feeds[spec.name] = FrameFeed(
                 camera,
                 name=spec.name,
                 idle_timeout_s=settings.idle_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
             )
+            feed.variants = Variants(feed, spec.config.max_variants)
     except CameraError:
         for feed in feeds.values():
             feed.close()

@@ -436,6 +436,16 @@ OPTIONS: tuple[Option, ...] = (
         toml="quality",
     ),
     Option(
+        "--max-variants",
+        "camera",
+        "other sizes or qualities of a camera (asked for with ?width= and ?quality=, or "
+        "chosen by adaptation) encoded at once; more viewers share the nearest; 0: every "
+        "viewer gets the camera's own frames",
+        default=_CAMERA_DEFAULTS.max_variants,
+        into=CAMERA,
+        toml="max_variants",
+    ),
+    Option(
         "--idle-timeout",
         "camera",
         "stop the camera SECONDS after the last viewer leaves",

@@ -53,6 +53,9 @@ class CameraConfig:
     height: int = 480
     fps: float = 30.0
     quality: int = 80
+    #: Variants (other sizes or qualities, :mod:`cameras.variants`) running at once;
+    #: the feed's business, not the driver's.
+    max_variants: int = 4
 
 
 FrameSinkFn = Callable[[Frame], None]

@@ -62,8 +62,9 @@ LIMITS: dict[str, Limit] = {
     "fps": Limit(float, 0.01, 120, "frames per second"),
     "quality": Limit(int, 1, 100, "a JPEG quality"),
     "record_segment": Limit(float, 1, 86400, "seconds"),
+    "max_variants": Limit(int, 0, 20, "a number of variants"),
 }
-_CONFIG_NUMBERS = ("width", "height", "fps", "quality")
+_CONFIG_NUMBERS = ("width", "height", "fps", "quality", "max_variants")
 #: Every key a ``[cameras.NAME]`` table may have.
 KEYS = frozenset({"driver", "source", *LIMITS, "record", "record_max_size", "record_max_age"})
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from cameras.base import Camera, CameraError, Frame
+from cameras.jpeg import same_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +150,15 @@ class Clock:
 class _Slot:
     """Per-subscriber delivery state."""
 
-    __slots__ = ("last_seq", "pending", "pending_since", "sub")
+    __slots__ = ("last_seq", "pending", "pending_since", "skipped", "sub")
 
     def __init__(self, sub: Subscriber) -> None:
         self.sub = sub
         self.pending: asyncio.Future[Any] | None = None
         self.pending_since = 0.0
         self.last_seq = 0
+        #: New frames this viewer skipped, busy with an older one (adaptation reads it).
+        self.skipped = 0
 
 
 def poll_interval_ms(fps: float) -> float:
@@ -196,8 +199,11 @@ class FrameFeed:
         self._stopping = False
         self._seq = 0
         self._wire: dict[Encoder, bytes] = {}
+        #: The frame last handed out as new (a later one with the same bytes is not).
+        self._frame: Frame | None = None
         self._last_new_at = 0.0
         self._last_repeat_at = 0.0
+        self._stall_checked_at = 0.0
         self._closed = False
         #: Frames written (or being written) to viewers, and their bytes; one count per write.
         self.frames_sent = 0
@@ -206,8 +212,15 @@ class FrameFeed:
         self.frames_skipped = 0
         self.frames_capped = 0
         self.frames_repeated = 0
+        #: New frames of the source, and those not sent because their bytes equal the previous one's.
+        self.frames_new = 0
+        self.frames_same = 0
         self.camera_starts = 0
         self.viewers_stalled = 0
+        #: The camera's variants (:class:`cameras.variants.Variants`), if it has any;
+        #: and, for a variant's own feed, the feed it is a variant of.
+        self.variants: Any = None
+        self.variant_of: FrameFeed | None = None
 
     # -- viewers ------------------------------------------------------------
     @property
@@ -216,14 +229,42 @@ class FrameFeed:
 
     def subscribe(self, sub: Subscriber) -> None:
         """Add a viewer; starts the source if needed (raises CameraError)."""
+        self._add(_Slot(sub))
+
+    def _add(self, slot: _Slot) -> None:
         if self._closed:
             raise CameraError("the server is shutting down")
         self._activate()
-        slot = self._slots[sub] = _Slot(sub)
-        if self.camera.running and self.camera.latest() is not None:
-            # A warm camera: the newest frame (or "no signal" picture) goes out on
-            # the next tick rather than one frame interval later.
-            self._behind.add(slot)
+        self._slots[slot.sub] = slot
+        # Behind from the start: a warm camera's newest frame (or "no signal"
+        # picture) goes out on the next tick rather than one frame interval
+        # later, and a still camera's (whose next frames are the same bytes) at all.
+        self._behind.add(slot)
+
+    def move(self, sub: Subscriber, other: FrameFeed) -> None:
+        """Move a viewer of this feed to ``other`` (another variant of the same
+        camera), with its write in flight: it gets ``other``'s frames once that
+        write is done, never one it has had (variants share the camera's
+        ``seq``).  Raises CameraError if ``other`` cannot start: the viewer
+        then stays here.  A viewer not attached here is subscribed to ``other``."""
+        if other is self:
+            return
+        slot = self._slots.get(sub)
+        if slot is None:
+            other.subscribe(sub)
+            return
+        moved = _Slot(sub)
+        moved.pending, moved.pending_since, moved.last_seq = slot.pending, slot.pending_since, slot.last_seq
+        other._add(moved)
+        del self._slots[sub]
+        self._behind.discard(slot)
+        self._maybe_idle()
+
+    def skipped_by(self, sub: Subscriber) -> int | None:
+        """New frames ``sub`` has skipped on this feed (busy with an older one),
+        or None if it is not attached here."""
+        slot = self._slots.get(sub)
+        return None if slot is None else slot.skipped
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Remove a viewer (idempotent); the last output out arms the idle stop."""
@@ -380,6 +421,8 @@ class FrameFeed:
         if self._closed:
             return None
         self._closed = True
+        if self.variants:
+            self.variants.close()  # their viewers first; their holds here go with ours
         self._fail_outputs(CameraError("the server is shutting down"))
         if self._timer is not None:
             self._timer.stop()
@@ -417,25 +460,40 @@ class FrameFeed:
         now = self._clock.monotonic()
         if frame.seq != self._seq:
             self._seq = frame.seq
-            self._wire.clear()
-            self._last_new_at = now
-            self._last_repeat_at = now
-            if self._waiters and frame.live:
-                waiters, self._waiters = self._waiters, []
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(frame)
-            self._deliver(frame, list(self._slots.values()), new=True)
-        else:
-            if self._behind:
-                self._deliver(frame, list(self._behind))
-            if (
-                now - self._last_new_at >= self.repeat_after_s
-                and now - self._last_repeat_at >= self.repeat_after_s
-            ):
+            last = self._frame
+            if last is not None and last.live == frame.live and same_jpeg(last.jpeg, frame.jpeg):
+                # The same picture again (a still scene, a relayed still): not sent
+                # again, but a snapshot waiter takes it; the keep-alive repeat
+                # re-sends ``last`` (its seq already shown) in due time.
+                self.frames_same += 1
+                self._wake_waiters(frame)
+                frame = last
+                if now - self._stall_checked_at >= self.repeat_after_s:
+                    self._check_stalls(now)
+            else:
+                self._frame = frame
+                self.frames_new += 1
+                self._wire.clear()
+                self._last_new_at = now
                 self._last_repeat_at = now
-                slots = [s for s in self._slots.values() if s.sub.repeat_stale]
-                self._deliver(frame, slots, repeat=True)
+                self._wake_waiters(frame)
+                self._deliver(frame, list(self._slots.values()), new=True)
+                return
+        if self._behind:
+            self._deliver(frame, list(self._behind))
+        repeat_after_s = self.repeat_after_s
+        if now - self._last_new_at >= repeat_after_s and now - self._last_repeat_at >= repeat_after_s:
+            self._last_repeat_at = now
+            slots = [s for s in self._slots.values() if s.sub.repeat_stale]
+            self._deliver(frame, slots, repeat=True)
+
+    def _wake_waiters(self, frame: Frame) -> None:
+        """Hand a live ``frame`` to every snapshot waiter."""
+        if self._waiters and frame.live:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(frame)
 
     def _deliver(self, frame: Frame, slots: list[_Slot], *, new: bool = False, repeat: bool = False) -> None:
         """Start a write of ``frame`` to each free slot; mark busy ones as behind.
@@ -466,6 +524,7 @@ class FrameFeed:
                             self._stalled(slot)
                         elif new:
                             behind.add(slot)
+                            slot.skipped += 1
                             skipped += 1
                         continue
                     slot.pending = None
@@ -501,6 +560,15 @@ class FrameFeed:
             else:
                 self.frames_sent += sent
 
+    def _check_stalls(self, now: float) -> None:
+        """Disconnect viewers whose write has hung for ``stall_timeout_s`` (what a
+        new frame's delivery does, for a still picture that brings none)."""
+        self._stall_checked_at = now
+        for slot in list(self._slots.values()):
+            pending = slot.pending
+            if pending is not None and not pending.done() and now - slot.pending_since > self.stall_timeout_s:
+                self._stalled(slot)
+
     def _stalled(self, slot: _Slot) -> None:
         """A viewer that has taken nothing for ``stall_timeout_s``: disconnect it."""
         self.viewers_stalled += 1
@@ -514,11 +582,32 @@ class FrameFeed:
 
     # -- reporting ----------------------------------------------------------
     def viewers_by_kind(self) -> dict[str, int]:
-        """How many viewers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached."""
+        """How many viewers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached here."""
         kinds: dict[str, int] = {}
         for sub in self._slots:
             kinds[sub.kind] = kinds.get(sub.kind, 0) + 1
         return kinds
+
+    def all_feeds(self) -> list[FrameFeed]:
+        """This feed and its variants' feeds."""
+        return [self, *(feed for _, feed in self.variants.feeds())] if self.variants else [self]
+
+    @property
+    def viewer_count(self) -> int:
+        """Viewers of the camera: of this feed and of its variants."""
+        return sum(feed.subscriber_count for feed in self.all_feeds())
+
+    def clients(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Each viewer of the camera (this feed and its variants), as its
+        ``client_info()`` tells it (kind, address, variant...), at most ``limit``."""
+        out: list[dict[str, Any]] = []
+        for feed in self.all_feeds():
+            for sub in feed._slots:
+                if len(out) >= limit:
+                    return out
+                info = getattr(sub, "client_info", None)
+                out.append(info() if info else {"kind": sub.kind})
+        return out
 
     def snapshot_failure(self, timeout_s: float) -> str:
         """Why no snapshot came within ``timeout_s``, for people."""
@@ -544,14 +633,15 @@ class FrameFeed:
             "width": frame.width if frame else cam.config.width,
             "height": frame.height if frame else cam.config.height,
             "quality": cam.config.quality,
-            "subscribers": len(self._slots),
-            "viewers": self.viewers_by_kind(),
+            "subscribers": self.viewer_count,
+            "viewers": self._all_viewers_by_kind(),
             "frames_captured": cam.frames_captured,
             "frames_sent": self.frames_sent,
             "bytes_sent": self.bytes_sent,
             "frames_skipped": self.frames_skipped,
             "frames_capped": self.frames_capped,
             "frames_repeated": self.frames_repeated,
+            "frames_same": self.frames_same,
             "viewers_stalled": self.viewers_stalled,
             "camera_starts": self.camera_starts,
             "camera_failures": cam.failures,
@@ -560,7 +650,24 @@ class FrameFeed:
             "idle_timeout_s": self.idle_timeout_s,
             "recording": None,
             **{sink.kind: sink.status() for sink in self._sinks},
+            "max_variants": self.variants.max_variants if self.variants else 0,
+            "variants": self.variants.status() if self.variants else {},
+            "adapt_steps": self._adapt_steps(),
+            "clients": self.clients(),
         }
+
+    def _adapt_steps(self) -> dict[str, int]:
+        adaptation = getattr(self.variants, "adaptation", None)
+        if adaptation is None:
+            return {"down": 0, "up": 0}
+        return {"down": adaptation.steps_down, "up": adaptation.steps_up}
+
+    def _all_viewers_by_kind(self) -> dict[str, int]:
+        kinds: dict[str, int] = {}
+        for feed in self.all_feeds():
+            for kind, count in feed.viewers_by_kind().items():
+                kinds[kind] = kinds.get(kind, 0) + count
+        return kinds
 
 
 def consume(future: asyncio.Future[Any]) -> None:

@@ -114,3 +114,9 @@ def first_comment(data: bytes) -> tuple[bytes, int, int] | None:
         if segment.marker not in APP_MARKERS:
             return None
     return None
+
+
+def same_jpeg(a: bytes, b: bytes) -> bool:
+    """Whether two frames are the same bytes: the length first (one comparison
+    for almost every new frame), then the bytes."""
+    return a is b or (len(a) == len(b) and a == b)

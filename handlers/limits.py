@@ -58,7 +58,7 @@ class ClientLimit:
         self._logged_at = -math.inf
 
     def full(self) -> bool:
-        return sum(feed.subscriber_count for feed in self.feeds) >= self.max_clients
+        return sum(feed.viewer_count for feed in self.feeds) >= self.max_clients
 
 
 def refuse_if_full(handler: tornado.web.RequestHandler) -> bool:

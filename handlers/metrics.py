@@ -32,6 +32,7 @@ FEED_COUNTERS = {
     "frames_skipped": "New frames a busy viewer skipped.",
     "frames_capped": "Frames a viewer's frame-rate cap held back.",
     "frames_repeated": "Still frames sent again to keep a stream alive.",
+    "frames_same": "New frames not sent: the same bytes as the previous one.",
     "camera_starts": "Times the camera was started.",
     "camera_failures": "Times the camera failed to open or capture.",
     "viewers_stalled": "Viewers disconnected for taking nothing.",
@@ -63,8 +64,37 @@ class FeedCollector(Collector):
             "camstream_camera_online", "1 if the camera delivers frames.", labels=["camera"]
         )
         running = GaugeMetricFamily("camstream_camera_running", "1 if the camera is on.", labels=["camera"])
+        by_variant = GaugeMetricFamily(
+            "camstream_variant_viewers",
+            "Viewers of each variant (size and quality) of a camera; source: its own frames.",
+            labels=["camera", "variant"],
+        )
+        encoded = CounterMetricFamily(
+            "camstream_frames_encoded", "Frames a variant encoded.", labels=["camera", "variant"]
+        )
+        encode_cpu = CounterMetricFamily(
+            "camstream_encode_cpu_seconds",
+            "CPU time a variant spent decoding and encoding.",
+            labels=["camera", "variant"],
+        )
+        running_variants = GaugeMetricFamily(
+            "camstream_variant_running", "1 while a variant encodes.", labels=["camera", "variant"]
+        )
+        steps = CounterMetricFamily(
+            "camstream_adapt_steps",
+            "Viewers moved to a smaller (down) or larger (up) variant by adaptation.",
+            labels=["camera", "direction"],
+        )
         for name, feed in self.feeds.items():
             status = feed.status()
+            by_variant.add_metric([name, "source"], feed.subscriber_count)
+            for label, variant in status["variants"].items():
+                by_variant.add_metric([name, label], variant["subscribers"])
+                encoded.add_metric([name, label], variant["frames_encoded"])
+                encode_cpu.add_metric([name, label], variant["encode_cpu_seconds"])
+                running_variants.add_metric([name, label], 1 if variant["running"] else 0)
+            for direction, count in status["adapt_steps"].items():
+                steps.add_metric([name, direction], count)
             for key in FEED_COUNTERS:
                 counters[key].add_metric([name], status[key])
             recording = status.get("recording")
@@ -77,7 +107,7 @@ class FeedCollector(Collector):
             online.add_metric([name], 1 if status["online"] else 0)
             running.add_metric([name], 1 if status["running"] else 0)
         yield from counters.values()
-        yield from (viewers, online, running)
+        yield from (viewers, online, running, by_variant, encoded, encode_cpu, running_variants, steps)
 
 
 def make_registry(feeds: Mapping[str, FrameFeed]) -> CollectorRegistry:

@@ -36,6 +36,7 @@ from handlers.base import NO_CACHE, BaseHandler
 from handlers.cors import answer_preflight, cors_headers
 from handlers.fastwrite import write_now
 from handlers.limits import refuse_if_full
+from handlers.viewing import BadRequest, VariantViewer, limit_unsent, variant_args
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,18 @@ def response_head(
     return "\r\n".join(lines).encode("latin-1")
 
 
-class MjpegHandler(BaseHandler):
-    """``GET`` streams frames until the client leaves; ``HEAD`` sends the headers only."""
+class MjpegHandler(VariantViewer, BaseHandler):
+    """``GET`` streams frames until the client leaves; ``HEAD`` sends the headers only.
+
+    ``?width=W`` and ``?quality=Q`` pick a variant (:mod:`cameras.variants`);
+    ``?adapt=1`` lets the server move it to smaller ones while the link is too
+    slow (:mod:`cameras.adapt`)."""
 
     kind = "mjpeg"
 
     def initialize(self, feed: FrameFeed) -> None:
         self.feed = feed
+        self._viewer_init()
         self.repeat_stale = True
         self.encoder = length_part
         self._stream: IOStream | None = None
@@ -115,6 +121,11 @@ class MjpegHandler(BaseHandler):
     def head(self) -> None:
         if self._framing() is None:
             return
+        try:
+            variant_args(self, adapt_default=False)
+        except BadRequest as exc:
+            self.fail(400, f"Bad Request: {exc}")
+            return
         for name, value in cors_headers(self).items():
             self.set_header(name, value)
         self.set_header("Content-Type", self._content_type())
@@ -127,10 +138,17 @@ class MjpegHandler(BaseHandler):
 
     def get(self) -> None:
         framing = self._framing()
-        if framing is None or refuse_if_full(self):
+        if framing is None:
             return
         try:
-            self.feed.subscribe(self)
+            width, quality, adapt = variant_args(self, adapt_default=False)
+        except BadRequest as exc:
+            self.fail(400, f"Bad Request: {exc}")
+            return
+        if refuse_if_full(self):
+            return
+        try:
+            self.join_variant(width, quality, adapt)
         except CameraError as exc:
             self.fail(503, f"Service Unavailable: {exc}")
             return
@@ -141,6 +159,8 @@ class MjpegHandler(BaseHandler):
         self._stream = stream
         stream.max_buffer_size = MAX_CLIENT_BYTES
         stream.set_nodelay(True)
+        if adapt:
+            limit_unsent(stream.socket)
         stream.set_close_callback(self._on_close)
         opening = response_head(self.request.version, cors_headers(self), self._content_type())
         if framing == "img":
@@ -151,10 +171,12 @@ class MjpegHandler(BaseHandler):
             self._on_close()
             return
         log.info(
-            "mjpeg viewer %s joined (%s framing); %d watching %s",
+            "mjpeg viewer %s joined (%s framing, %s%s); %d watching %s",
             self.request.remote_ip,
             framing,
-            self.feed.subscriber_count,
+            self.variants.label(self.key),
+            ", adaptive" if adapt else "",
+            self.feed.viewer_count,
             self.feed.name,
         )
         if stream.closed():
@@ -181,10 +203,10 @@ class MjpegHandler(BaseHandler):
         if self._gone:
             return
         self._gone = True
-        self.feed.unsubscribe(self)
+        self.leave_variant()
         log.info(
             "mjpeg viewer %s left; %d watching %s",
             self.request.remote_ip,
-            self.feed.subscriber_count,
+            self.feed.viewer_count,
             self.feed.name,
         )

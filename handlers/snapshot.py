@@ -8,12 +8,17 @@ from cameras.base import CameraError
 from cameras.feed import FrameFeed
 from handlers.base import BaseHandler
 from handlers.cors import answer_preflight, cors_headers
+from handlers.viewing import BadRequest, variant_args, variants_of
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotHandler(BaseHandler):
-    """``GET``/``HEAD``: ``image/jpeg`` of the newest frame, or 503 with a short reason."""
+    """``GET``/``HEAD``: ``image/jpeg`` of the newest frame, or 503 with a short reason.
+
+    ``?width=W`` and ``?quality=Q`` ask for a variant (:mod:`cameras.variants`):
+    its newest frame, or its first once started (it then runs on for its idle
+    timeout, like a camera after a snapshot)."""
 
     def initialize(self, feed: FrameFeed, timeout_s: float) -> None:
         self.feed = feed
@@ -24,7 +29,16 @@ class SnapshotHandler(BaseHandler):
 
     async def get(self) -> None:
         try:
-            frame = await self.feed.snapshot(self.timeout_s)
+            width, quality, _ = variant_args(self)
+        except BadRequest as exc:
+            self.fail(400, f"Bad Request: {exc}")
+            return
+        feed = self.feed
+        if width is not None or quality is not None:
+            variants = variants_of(feed)
+            feed, _ = variants.feed_for(variants.key_for(width, quality))
+        try:
+            frame = await feed.snapshot(self.timeout_s)
         except TimeoutError:
             log.warning("snapshot: no frame from %s within %g s", self.feed.name, self.timeout_s)
             self.fail(503, f"Service Unavailable: {self.feed.snapshot_failure(self.timeout_s)}")

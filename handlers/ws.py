@@ -84,7 +84,8 @@ from handlers.base import admit
 from handlers.cors import origin_allowed
 from handlers.fastwrite import binary_frame, websocket_stream, write_now
 from handlers.limits import refuse_if_full
-from handlers.plain import write_short_error
+from handlers.plain import finish_plain, write_short_error
+from handlers.viewing import BadRequest, VariantViewer, limit_unsent, parse_quality, parse_width, variant_args
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,9 @@ def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
 
 
 # -- the handler --------------------------------------------------------------
-class WsHandler(tornado.websocket.WebSocketHandler):
-    """One WebSocket viewer; a :class:`~cameras.feed.Subscriber` of the feed.
+class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
+    """One WebSocket viewer; a :class:`~cameras.feed.Subscriber` of the feed
+    (of the camera, or of the variant it gets: :class:`~handlers.viewing.VariantViewer`).
 
     IOLoop thread only.  ``clock`` (monotonic seconds) is injectable for the
     frame-rate cap in tests.
@@ -185,6 +187,8 @@ class WsHandler(tornado.websocket.WebSocketHandler):
     ) -> None:
         self.feed = feed
         self.clock = clock
+        self._viewer_init()
+        self._args: tuple[int | None, int | None, bool] = (None, None, True)
         self.encoder = ws_wire
         self.repeat_stale = True
         self.fps_cap: float | None = None
@@ -242,9 +246,16 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         write_short_error(self, status_code)
 
     def prepare(self) -> None:
-        # Credentials first (a 401 instead of the upgrade), then room for one more stream.
-        if admit(self):
-            refuse_if_full(self)
+        # Credentials first (a 401 instead of the upgrade), then the parameters,
+        # then room for one more stream.
+        if not admit(self):
+            return
+        try:
+            self._args = variant_args(self, adapt_default=True)
+        except BadRequest as exc:
+            finish_plain(self, 400, f"Bad Request: {exc}")
+            return
+        refuse_if_full(self)
 
     def get_compression_options(self) -> None:
         return None  # JPEG does not compress; deflate would only cost CPU
@@ -257,17 +268,22 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         # Looked up once: every frame is written onto it (see send).
         self._stream = websocket_stream(self.ws_connection)  # type: ignore[arg-type]
+        width, quality, adapt = self._args
+        if adapt:
+            limit_unsent(self._stream.socket)
         try:
-            self.feed.subscribe(self)
+            self.join_variant(width, quality, adapt)
         except CameraError as exc:
             log.warning("ws viewer %s refused: %s", self.request.remote_ip, exc)
             self.close(CLOSE_TRY_AGAIN_LATER, _reason(str(exc)))
             return
         self._subscribed = True
         log.info(
-            "ws viewer %s joined; %d watching %s",
+            "ws viewer %s joined (%s%s); %d watching %s",
             self.request.remote_ip,
-            self.feed.subscriber_count,
+            self.variants.label(self.key),
+            ", adaptive" if adapt else "",
+            self.feed.viewer_count,
             self.feed.name,
         )
 
@@ -298,13 +314,41 @@ class WsHandler(tornado.websocket.WebSocketHandler):
                 return
             self._next_due = -math.inf
             log.debug("ws viewer %s: fps cap %s", self.request.remote_ip, self.fps_cap)
+        if "width" in request or "quality" in request:
+            try:
+                width = _full_if_zero(request.get("width", self.asked_width), parse_width)
+                quality = _full_if_zero(request.get("quality", self.asked_quality), parse_quality)
+            except BadRequest as exc:
+                self._refuse(CLOSE_POLICY, f"{exc}, or 0 or null")
+                return
+            if self._subscribed:
+                self.ask_variant(width, quality)
         if not self._greeted:
             self._greeted = True
-            consume(self.write_message(json.dumps(hello_message(self.feed))))
-        reply: dict[str, Any] = {"type": "reply", "fps": self.fps_cap, "server_time": round(time.time(), 6)}
+            hello = hello_message(self.feed)
+            if self._subscribed:
+                hello["variant"] = self.variant_info()
+            consume(self.write_message(json.dumps(hello)))
+        reply: dict[str, Any] = {
+            "type": "reply",
+            "fps": self.fps_cap,
+            "server_time": round(time.time(), 6),
+            "variant": self.variant_info(),
+        }
         if "time" in request:
             reply["time"] = request["time"]
         consume(self.write_message(json.dumps(reply)))
+
+    def variant_changed(self, reason: str) -> None:
+        if self._greeted:
+            self._tell_variant(reason)
+
+    def _tell_variant(self, reason: str) -> None:
+        """The ``variant`` text message: what this client gets now, and why."""
+        if self._gone or self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        message = {"type": "variant", **self.variant_info(), "reason": reason}
+        consume(self.write_message(json.dumps(message)))
 
     def _refuse(self, code: int, reason: str) -> None:
         log.info("ws viewer %s closed: %s (%d)", self.request.remote_ip, reason, code)
@@ -354,14 +398,21 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         self._gone = True
         if not self._subscribed:
             return
-        self.feed.unsubscribe(self)
+        self.leave_variant()
         log.info(
             "ws viewer %s left (close code %s); %d watching %s",
             self.request.remote_ip,
             "none" if self.close_code is None else self.close_code,
-            self.feed.subscriber_count,
+            self.feed.viewer_count,
             self.feed.name,
         )
+
+
+def _full_if_zero(value: Any, parse: Callable[[Any], int | None]) -> int | None:
+    """A control message's ``width`` or ``quality``: 0 or null is the camera's own."""
+    if value is None or (_is_number(value) and value == 0):
+        return None
+    return parse(value)
 
 
 def _is_number(value: object) -> bool:

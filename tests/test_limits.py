@@ -20,7 +20,7 @@ import server
 from cameras.feed import FrameFeed
 from tests.camera_polling import wait_for
 from tests.conftest import write_colour_frames
-from tests.fakes import FakeCamera, FakeSubscriber, ManualClock, jpeg
+from tests.fakes import FakeCamera, FakeSubscriber, ManualClock
 from tests.mjpeg_client import StreamReader, open_stream, read_parts
 
 
@@ -69,20 +69,20 @@ def test_a_viewer_that_takes_nothing_is_dropped_after_the_stall_timeout():
     slow = FakeSubscriber()
     feed.subscribe(stuck)
     feed.subscribe(slow)
-    camera.push(jpeg())
+    camera.push()  # a new picture each time
     feed.tick()
     assert len(stuck.sent) == len(slow.sent) == 1
     for _ in range(19):  # 28.5 s
         clock.advance(1.0)
-        camera.push(jpeg())
+        camera.push()  # a new picture each time
         feed.tick()
         slow.complete()  # slow, but it takes something now and then
         clock.advance(0.5)
-        camera.push(jpeg())
+        camera.push()  # a new picture each time
         feed.tick()
     assert feed.subscriber_count == 2
     clock.advance(2.0)  # 30.5 s since the stuck one's only write began
-    camera.push(jpeg())
+    camera.push()  # a new picture each time
     feed.tick()
     assert feed.subscriber_count == 1 and stuck.closed_by_feed and not slow.closed_by_feed
     assert feed.status()["viewers_stalled"] == 1

@@ -107,6 +107,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "--width": ("320", 320),
     "--height": ("240", 240),
     "--quality": ("60", 60),
+    "--max-variants": ("2", 2),
     "--idle-timeout": ("0.5", 0.5),
     "--snapshot-timeout": ("1", 1.0),
     "--record": ("/var/rec", "/var/rec"),

@@ -93,7 +93,9 @@ async def test_frames_held_back_by_a_rate_cap_are_not_counted_as_sent(http_clien
 
 @pytest.mark.gen_test(timeout=20)
 async def test_status_and_metrics_name_each_counter_alike(http_client, base_url, tmp_path):
+    await http_client.fetch(base_url + "/snapshot.jpg?width=16")  # a variant, with its counters
     body = await status(http_client, base_url)
+    (variant,) = body["variants"].values()
     # A recording camera's counters are in its "recording" object.
     recording = Recorder("files", RecordSettings(str(tmp_path))).status()
     response = await http_client.fetch(base_url + "/metrics")
@@ -103,8 +105,8 @@ async def test_status_and_metrics_name_each_counter_alike(http_client, base_url,
         if family.type == "counter" and family.name.startswith("camstream_")
     }
     assert names  # prometheus_client gives counter families without "_total"
-    fields = set(body) | set(recording)
+    fields = set(body) | set(recording) | set(variant)
     assert names <= fields, f"in /metrics but not in /status: {sorted(names - fields)}"
-    for key in ("frames_captured", "frames_capped", "viewers_stalled", "camera_failures"):
+    for key in ("frames_captured", "frames_capped", "viewers_stalled", "camera_failures", "frames_encoded"):
         assert key in names
     assert "stalled_dropped" not in body

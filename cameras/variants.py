@@ -1,0 +1,400 @@
+"""Variants: a camera's frames at another size or quality, made once for all their viewers.
+
+A viewer may ask for a smaller picture (``?width=W``) or another JPEG quality
+(``?quality=Q``).  Each distinct (size, quality) is a *variant*: a frame
+source like any driver (:class:`VariantCamera`), behind a feed of its own
+(:class:`~cameras.feed.FrameFeed`), so every output (MJPEG, WebSocket,
+snapshot, status, metrics) treats it like a camera.  While it has an output
+it keeps its parent camera running (a :meth:`~cameras.feed.FrameFeed.hold`),
+takes each parent frame on the parent's driver thread (a sink that only
+stores it), and on a thread of its own decodes the newest one and encodes it
+again: one encode per frame whatever the number of its viewers, never on the
+IOLoop, never a backlog (a frame that arrives while one is being encoded
+replaces the one waiting).  It stops like a camera, ``idle_timeout_s`` after
+its last viewer leaves.
+
+Sizes snap to the source's width divided by 1, 2, 4 or 8 (:data:`SCALES`):
+the reductions a JPEG decoder makes while decoding (libjpeg's scaled IDCT,
+through Pillow's :meth:`~PIL.Image.Image.draft`), which cost less than a full
+decode, so no resampling is ever done.  Qualities snap to
+:data:`QUALITY_LEVELS`.  So a camera has few possible variants, and
+``max_variants`` caps how many run at once.  A variant keeps the parent's
+``seq`` and capture time, so a viewer moved between variants (adaptation)
+never sees a frame twice or a time go backwards.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tornado.ioloop import IOLoop
+
+from cameras.base import Camera, CameraConfig, Frame
+from cameras.jpeg import same_jpeg
+
+if TYPE_CHECKING:
+    from cameras.feed import FrameFeed, Hold
+
+log = logging.getLogger(__name__)
+
+#: The reductions of the source's width (and height) a variant may have.
+SCALES = (1, 2, 4, 8)
+#: The JPEG qualities a variant may be encoded at; ``?quality=Q`` takes the
+#: highest level at most Q (the lowest below it).
+QUALITY_LEVELS = (30, 50, 70, 85, 95)
+#: The largest width a request may name (JPEG's limit).
+MAX_WIDTH = 65535
+#: Live variants per camera unless its ``max_variants`` says otherwise.
+DEFAULT_MAX_VARIANTS = CameraConfig.max_variants
+#: A variant with no viewer stops after this long at most (the camera's own
+#: idle timeout if shorter): a variant costs CPU, a cold one starts in a frame.
+VARIANT_IDLE_S = 5.0
+
+
+def scaled(size: int, scale: int) -> int:
+    """``size`` pixels reduced by ``scale`` as a JPEG decoder does it (rounded up)."""
+    return -(-size // scale)
+
+
+def quality_level(quality: int) -> int:
+    """The level of :data:`QUALITY_LEVELS` that ``quality`` (1-100) snaps to."""
+    return max([q for q in QUALITY_LEVELS if q <= quality] or [QUALITY_LEVELS[0]])
+
+
+def scale_for(width: int, source_width: int) -> int:
+    """The largest reduction of :data:`SCALES` whose width is still at least
+    ``width`` (1 for a width at or above the source's)."""
+    best = 1
+    for scale in SCALES:
+        if scaled(source_width, scale) >= width:
+            best = scale
+    return best
+
+
+@dataclass(frozen=True)
+class VariantKey:
+    """Which variant: the reduction of the source's size and the JPEG quality
+    (None: the camera's own quality).  ``VariantKey(1, None)`` is the camera itself."""
+
+    scale: int = 1
+    quality: int | None = None
+
+    @property
+    def is_source(self) -> bool:
+        return self.scale == 1 and self.quality is None
+
+    def size(self, source_width: int, source_height: int) -> tuple[int, int]:
+        """This variant's picture size for a source of the given size."""
+        return scaled(source_width, self.scale), scaled(source_height, self.scale)
+
+    def label(self, source_width: int, source_height: int, camera_quality: int) -> str:
+        """How status and metrics name it: ``"320x240 q80"``, or ``"source"``."""
+        if self.is_source:
+            return "source"
+        width, height = self.size(source_width, source_height)
+        return f"{width}x{height} q{self.quality if self.quality is not None else camera_quality}"
+
+
+def encode_variant(jpeg: bytes, scale: int, quality: int) -> tuple[bytes, int, int]:
+    """``jpeg`` decoded at 1/``scale`` of its size (libjpeg's scaled decode) and
+    encoded again at ``quality``: ``(jpeg, width, height)``.  Blocking, CPU
+    (milliseconds; Pillow lets other threads run meanwhile).  Raises OSError
+    or ValueError for data Pillow cannot read."""
+    from PIL import Image  # only where variants are made
+
+    image = Image.open(io.BytesIO(jpeg))
+    if scale > 1:
+        width, height = image.size
+        mode = image.mode if image.mode in ("L", "RGB") else "RGB"
+        image.draft(mode, (scaled(width, scale), scaled(height, scale)))
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue(), image.size[0], image.size[1]
+
+
+class VariantCamera(Camera):
+    """The frames of ``parent`` (a feed) at ``key``'s scale and quality.
+
+    ``start`` (IOLoop thread) holds the parent's source running and adds a
+    sink to its camera; ``stop`` (any thread, blocks briefly) ends the encode
+    thread and releases the hold on the IOLoop.  The parent's frames, live or
+    "no signal", are encoded in turn, the newest first; a frame whose bytes
+    equal the previous one's is not encoded again.
+    """
+
+    driver = "variant"
+
+    def __init__(self, parent: FrameFeed, key: VariantKey) -> None:
+        source = parent.camera.config
+        quality = key.quality if key.quality is not None else source.quality
+        width, height = key.size(source.width, source.height)
+        super().__init__(
+            CameraConfig(
+                name=f"{parent.name}@{key.scale}q{quality}",
+                width=width,
+                height=height,
+                fps=source.fps,
+                quality=quality,
+            )
+        )
+        self.parent = parent
+        self.key = key
+        self.quality = quality
+        #: CPU seconds spent encoding (the encode thread's own time), frames the
+        #: encoder could not read, and parent frames replaced before being encoded.
+        self.encode_cpu_s = 0.0
+        self.frames_encoded = 0
+        self.encode_errors = 0
+        self.frames_superseded = 0
+        self._frame: Frame | None = None
+        self._waiting: Frame | None = None
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._hold: Hold | None = None
+        self._loop: IOLoop | None = None
+        self._rate_start = 0.0
+        self._rate_count = 0
+        self._rate_fps = 0.0
+        self._last_publish = 0.0
+
+    # -- the parent's side (its driver thread) --------------------------------
+    def _take(self, frame: Frame) -> None:
+        """The parent's sink: keep ``frame`` as the next to encode (never blocks)."""
+        with self._wakeup:
+            if self._waiting is not None:
+                self.frames_superseded += 1
+            self._waiting = frame
+            self._wakeup.notify()
+
+    # -- the contract -----------------------------------------------------------
+    def start(self) -> None:
+        """Hold the parent running and start encoding (IOLoop thread; returns at
+        once).  Raises CameraError if the parent cannot start."""
+        if self._thread is not None:
+            return
+        self._loop = IOLoop.current()
+        self._hold = self.parent.hold(f"variant {self.config.width}x{self.config.height}")
+        self._stop = threading.Event()
+        self._frame = None
+        self._waiting = self.parent.camera.latest() if self.parent.camera.running else None
+        self._rate_start = time.monotonic()
+        self._rate_count = 0
+        self.parent.camera.add_sink(self._take)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name=f"variant-{self.config.name}", daemon=True
+        )
+        self._thread.start()
+        log.debug("%s: variant started", self.config.name)
+
+    def stop(self) -> None:
+        """Stop encoding and let the parent idle out (any thread; blocks until
+        the encode thread has ended, at most one encode).  Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self.parent.camera.remove_sink(self._take)
+        self._stop.set()
+        with self._wakeup:
+            self._wakeup.notify()
+        thread.join()
+        hold, self._hold = self._hold, None
+        if hold is not None and self._loop is not None:
+            self._loop.add_callback(hold.release)
+        log.debug("%s: variant stopped", self.config.name)
+
+    def latest(self) -> Frame | None:
+        return self._frame
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def online(self) -> bool:
+        return self.running and self.parent.camera.online
+
+    @property
+    def error(self) -> str | None:
+        return self.parent.camera.error
+
+    @property
+    def measured_fps(self) -> float:
+        if not self.running or time.monotonic() - self._last_publish > 2.0:
+            return 0.0
+        return self._rate_fps
+
+    # -- the encode thread ------------------------------------------------------
+    def _run(self, stop: threading.Event) -> None:
+        last_input: bytes | None = None
+        while True:
+            with self._wakeup:
+                while self._waiting is None and not stop.is_set():
+                    self._wakeup.wait()
+                if stop.is_set():
+                    return
+                frame, self._waiting = self._waiting, None
+            if frame is None or (last_input is not None and same_jpeg(frame.jpeg, last_input)):
+                continue
+            last_input = frame.jpeg
+            started = time.thread_time()
+            try:
+                jpeg, width, height = encode_variant(frame.jpeg, self.key.scale, self.quality)
+            except (OSError, ValueError, SyntaxError) as exc:
+                self.encode_errors += 1
+                if self.encode_errors == 1 or self.encode_errors % 1000 == 0:
+                    log.warning("%s: cannot make a variant of a frame: %s", self.config.name, exc)
+                continue
+            finally:
+                self.encode_cpu_s += time.thread_time() - started
+            self._publish(Frame(jpeg, frame.seq, frame.timestamp, width, height, frame.live))
+
+    def _publish(self, frame: Frame) -> None:
+        self.frames_encoded += 1
+        if frame.live:
+            self.frames_captured += 1
+        now = time.monotonic()
+        self._last_publish = now
+        self._rate_count += 1
+        if now - self._rate_start >= 1.0:
+            self._rate_fps = self._rate_count / (now - self._rate_start)
+            self._rate_start = now
+            self._rate_count = 0
+        self._frame = frame
+        self._emit(frame)
+
+
+class Variants:
+    """The variants of one camera's feed, made on demand (IOLoop thread only).
+
+    At most ``max_variants`` run at once; asked for another then, a viewer
+    gets the running variant (or the camera) nearest in size, so a page always
+    gets a picture.  ``make_feed`` builds the feed of a new variant (the
+    caller's settings: idle timeout, stall timeout).
+    """
+
+    def __init__(
+        self,
+        feed: FrameFeed,
+        max_variants: int = DEFAULT_MAX_VARIANTS,
+        make_feed: Callable[[Camera, str], FrameFeed] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.max_variants = max_variants
+        self._make_feed = make_feed or self._default_feed
+        self._feeds: dict[VariantKey, FrameFeed] = {}
+        #: Requests served by a variant other than the one asked for (the cap).
+        self.substituted = 0
+        self._cap_logged = False
+
+    def _default_feed(self, camera: Camera, name: str) -> FrameFeed:
+        from cameras.feed import FrameFeed
+
+        parent = self.feed
+        return FrameFeed(
+            camera,
+            name=name,
+            idle_timeout_s=min(parent.idle_timeout_s, VARIANT_IDLE_S),
+            repeat_after_s=parent.repeat_after_s,
+            stall_timeout_s=parent.stall_timeout_s,
+        )
+
+    # -- choosing ---------------------------------------------------------------
+    def source_size(self) -> tuple[int, int]:
+        """The camera's picture size now: its newest frame's, else its configured one."""
+        camera = self.feed.camera
+        frame = camera.latest() if camera.running else None
+        if frame is not None:
+            return frame.width, frame.height
+        return camera.config.width, camera.config.height
+
+    def key_for(self, width: int | None, quality: int | None) -> VariantKey:
+        """The variant a request of ``width`` (pixels, None: full) and ``quality``
+        (1-100, None: the camera's) snaps to."""
+        scale = scale_for(width, self.source_size()[0]) if width else 1
+        return VariantKey(scale, quality_level(quality) if quality is not None else None)
+
+    def label(self, key: VariantKey) -> str:
+        """``key``'s name in status and metrics (``"320x240 q80"``, ``"source"``)."""
+        return key.label(*self.source_size(), self.feed.camera.config.quality)
+
+    def live_keys(self) -> list[VariantKey]:
+        """The variants running or wanted now."""
+        return [key for key, feed in self._feeds.items() if feed.camera.running or feed.subscriber_count]
+
+    def feed_for(self, key: VariantKey) -> tuple[FrameFeed, VariantKey]:
+        """The feed serving ``key`` and the key it really serves: ``key``'s own
+        (made if needed), the camera's for the source key or when variants are
+        off (``max_variants`` 0), or the nearest live one when the cap is reached."""
+        if key.is_source or self.max_variants <= 0:
+            return self.feed, VariantKey()
+        feed = self._feeds.get(key)
+        if feed is not None and (feed.camera.running or feed.subscriber_count):
+            return feed, key
+        live = self.live_keys()
+        if len(live) >= self.max_variants:
+            self.substituted += 1
+            if not self._cap_logged:
+                self._cap_logged = True
+                log.info(
+                    "%s: %d variants run already (max_variants); serving the nearest one",
+                    self.feed.name,
+                    len(live),
+                )
+            nearest = min([VariantKey(), *live], key=lambda k: (abs(k.scale - key.scale), k.scale))
+            return (self.feed if nearest.is_source else self._feeds[nearest]), nearest
+        if feed is None:
+            camera = VariantCamera(self.feed, key)
+            feed = self._feeds[key] = self._make_feed(camera, camera.config.name)
+            feed.variant_of = self.feed  # type: ignore[attr-defined]
+        return feed, key
+
+    # -- reporting and lifetime -------------------------------------------------
+    def feeds(self) -> Iterator[tuple[VariantKey, FrameFeed]]:
+        """Every variant ever made (running or not), smallest scale first."""
+        return iter(sorted(self._feeds.items(), key=lambda item: (item[0].scale, item[0].quality or 0)))
+
+    @property
+    def subscriber_count(self) -> int:
+        """Viewers of every variant."""
+        return sum(feed.subscriber_count for feed in self._feeds.values())
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Each variant made so far, by label: its size, quality, viewers and costs."""
+        out: dict[str, dict[str, Any]] = {}
+        for key, feed in self.feeds():
+            camera: VariantCamera = feed.camera  # type: ignore[assignment]
+            frame = camera.latest() if camera.running else None
+            width, height = (frame.width, frame.height) if frame else key.size(*self.source_size())
+            out[self.label(key)] = {
+                "width": width,
+                "height": height,
+                "scale": key.scale,
+                "quality": camera.quality,
+                "running": camera.running,
+                "subscribers": feed.subscriber_count,
+                "viewers": feed.viewers_by_kind(),
+                "frames_encoded": camera.frames_encoded,
+                "frames_superseded": camera.frames_superseded,
+                "encode_errors": camera.encode_errors,
+                "encode_cpu_seconds": round(camera.encode_cpu_s, 4),
+                "fps_measured": round(camera.measured_fps, 2),
+                "frame_bytes": len(frame.jpeg) if frame else None,
+                "frames_sent": feed.frames_sent,
+                "bytes_sent": feed.bytes_sent,
+                "frames_skipped": feed.frames_skipped,
+            }
+        return out
+
+    def close(self) -> None:
+        """Close every variant's feed (their viewers ended; IOLoop thread)."""
+        for feed in self._feeds.values():
+            feed.close()

@@ -1,0 +1,264 @@
+"""What a viewer asks for (``?width=``, ``?quality=``, ``?adapt=``) and what it gets.
+
+Every stream handler (MJPEG, WebSocket) is a :class:`VariantViewer`: it
+joins the feed of the variant it asked for (or the camera's own feed),
+through the camera's :class:`~cameras.variants.Variants`, and, when it
+adapts, the camera's :class:`~cameras.adapt.Adaptation` moves it between
+variants.  The snapshot handler takes the same ``width`` and ``quality``.
+IOLoop thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import tornado.web
+
+from cameras.adapt import Adaptation
+from cameras.feed import FrameFeed
+from cameras.variants import DEFAULT_MAX_VARIANTS, MAX_WIDTH, VariantKey, Variants
+
+log = logging.getLogger(__name__)
+
+#: Unsent bytes an adaptive viewer's socket may hold (``TCP_NOTSENT_LOWAT``):
+#: without it the kernel queues seconds of frames for a slow link before the
+#: server sees the viewer is behind, and every frame it gets is that old.
+NOTSENT_LOWAT_BYTES = 32 * 1024
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+WIDTH_RULE = f"width must be a whole number of pixels, 1-{MAX_WIDTH}"
+QUALITY_RULE = "quality must be a whole number, 1-100"
+ADAPT_RULE = "adapt must be 0 or 1"
+
+
+class BadRequest(ValueError):
+    """A viewer's parameter is out of range; the message names the allowed values."""
+
+
+def parse_width(text: str | int | float | None) -> int | None:
+    """``?width=`` (text) or a control message's ``width`` (a number): pixels,
+    or None when absent (full size).  Raises BadRequest (``0`` too: a control
+    message's 0 means full size, its handler's business)."""
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        raise BadRequest(WIDTH_RULE)
+    if isinstance(text, float) and text.is_integer():
+        text = int(text)
+    if isinstance(text, int):
+        value = text
+    elif isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6:
+        value = int(text)
+    else:
+        raise BadRequest(WIDTH_RULE)
+    if not 1 <= value <= MAX_WIDTH:
+        raise BadRequest(WIDTH_RULE)
+    return value
+
+
+def parse_quality(text: str | int | float | None) -> int | None:
+    """``?quality=`` or a control message's ``quality``: 1-100, or None (the
+    camera's own).  Raises BadRequest."""
+    if text is None:
+        return None
+    if isinstance(text, bool):
+        raise BadRequest(QUALITY_RULE)
+    if isinstance(text, float) and text.is_integer():
+        text = int(text)
+    if isinstance(text, int):
+        value = text
+    elif isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 3:
+        value = int(text)
+    else:
+        raise BadRequest(QUALITY_RULE)
+    if not 1 <= value <= 100:
+        raise BadRequest(QUALITY_RULE)
+    return value
+
+
+def parse_adapt(text: str | None, default: bool) -> bool:
+    """``?adapt=0`` or ``1``; ``default`` when absent.  Raises BadRequest."""
+    if text is None:
+        return default
+    if text in ("0", "1"):
+        return text == "1"
+    raise BadRequest(ADAPT_RULE)
+
+
+def variant_args(
+    handler: tornado.web.RequestHandler, adapt_default: bool | None = None
+) -> tuple[int | None, int | None, bool]:
+    """``(width, quality, adapt)`` of a request's query (``adapt_default`` None:
+    the request takes no ``adapt``).  Raises BadRequest naming the allowed values."""
+    args = handler.request.query_arguments
+
+    def one(name: str) -> str | None:
+        values = args.get(name)
+        if not values:
+            return None
+        try:
+            return values[-1].decode("ascii")
+        except UnicodeDecodeError:
+            return "?"  # not ASCII: refused by the parser with its rule
+
+    width = parse_width(_blank_to_none(one("width")))
+    quality = parse_quality(_blank_to_none(one("quality")))
+    adapt = parse_adapt(one("adapt"), adapt_default) if adapt_default is not None else False
+    return width, quality, adapt
+
+
+def _blank_to_none(text: str | None) -> str | None:
+    """An empty ``?width=`` is refused like any non-number (it is not "absent")."""
+    return "?" if text == "" else text
+
+
+def variants_of(feed: FrameFeed) -> Variants:
+    """The camera's variants and their adaptation, made on first use (a feed built
+    without them, in a test, gets :data:`DEFAULT_MAX_VARIANTS`)."""
+    variants = feed.variants
+    if variants is None:
+        variants = feed.variants = Variants(feed, DEFAULT_MAX_VARIANTS)
+    if getattr(variants, "adaptation", None) is None:
+        variants.adaptation = Adaptation(lambda: feed.camera.config.quality)  # type: ignore[attr-defined]
+    return variants
+
+
+class VariantViewer:
+    """A viewer of a camera (``self.feed``) that watches one of its variants.
+
+    The handler sets ``feed`` (the camera's own feed), ``kind``, and calls
+    :meth:`join_variant` when its stream starts and :meth:`leave_variant`
+    when it ends.  ``on_feed`` is the feed it is attached to now (the
+    camera's, or a variant's); ``key`` the variant it gets, ``asked`` the one
+    it asked for.
+    """
+
+    feed: FrameFeed
+    kind: str
+
+    def _viewer_init(self) -> None:
+        self.on_feed: FrameFeed | None = None
+        self.asked = VariantKey()
+        self.key = VariantKey()
+        self.adaptive = False
+        self.asked_width: int | None = None
+        self.asked_quality: int | None = None
+
+    @property
+    def variants(self) -> Variants:
+        return variants_of(self.feed)
+
+    def join_variant(self, width: int | None, quality: int | None, adapt: bool) -> None:
+        """Attach to the variant of ``width`` and ``quality`` (the source's for
+        None, None) and adapt if ``adapt``.  Raises CameraError (the camera, or
+        the variant, cannot start)."""
+        variants = self.variants
+        self.asked_width, self.asked_quality = width, quality
+        self.asked = variants.key_for(width, quality)
+        feed, self.key = variants.feed_for(self.asked)
+        feed.subscribe(self)  # type: ignore[arg-type]
+        self.on_feed = feed
+        self.adaptive = adapt
+        if adapt:
+            variants.adaptation.add(self, self.asked, self.key)  # type: ignore[attr-defined]
+
+    def ask_variant(self, width: int | None, quality: int | None) -> None:
+        """A new request (a WebSocket's control message) of the same viewer: move
+        to the variant it names, or as far down as adaptation has it."""
+        if self.on_feed is None:
+            return
+        variants = self.variants
+        self.asked_width, self.asked_quality = width, quality
+        asked = variants.key_for(width, quality)
+        if asked == self.asked:
+            return
+        self.asked = asked
+        if self.adaptive:
+            adaptation: Adaptation = variants.adaptation  # type: ignore[attr-defined]
+            adaptation.add(self, asked, self.key)
+            target = adaptation.target(self) or asked
+        else:
+            target = asked
+        self.adapt_to(target, "asked")
+
+    def leave_variant(self) -> None:
+        """Detach (idempotent)."""
+        if self.adaptive:
+            self.variants.adaptation.discard(self)  # type: ignore[attr-defined]
+        feed, self.on_feed = self.on_feed, None
+        if feed is not None:
+            feed.unsubscribe(self)  # type: ignore[arg-type]
+
+    # -- cameras.adapt.Adaptive ---------------------------------------------------
+    def adapt_counters(self) -> tuple[int, int] | None:
+        feed = self.on_feed
+        if feed is None:
+            return None
+        skipped = feed.skipped_by(self)  # type: ignore[arg-type]
+        return None if skipped is None else (feed.frames_new, skipped)
+
+    def adapt_to(self, key: VariantKey, reason: str) -> VariantKey:
+        """Move to ``key``'s variant (or the one the cap gives); returns what it got."""
+        from cameras.base import CameraError
+
+        if self.on_feed is None:
+            return self.key
+        feed, got = self.variants.feed_for(key)
+        if feed is not self.on_feed:
+            try:
+                self.on_feed.move(self, feed)  # type: ignore[arg-type]
+            except CameraError as exc:
+                log.warning("%s: cannot move a viewer to another variant: %s", self.feed.name, exc)
+                return self.key
+            self.on_feed = feed
+        if got != self.key:
+            self.key = got
+            log.debug("%s viewer: now on %s (%s)", self.kind, self.variants.label(got), reason)
+            self.variant_changed(reason)
+        return got
+
+    def variant_changed(self, reason: str) -> None:
+        """Called after the viewer moved to another variant (a WebSocket tells its client)."""
+
+    # -- reporting ----------------------------------------------------------------
+    def variant_info(self) -> dict[str, Any]:
+        """The variant this viewer gets: size, quality, label, whether adaptation moved it."""
+        variants = self.variants
+        width, height = self.key.size(*variants.source_size())
+        quality = self.key.quality if self.key.quality is not None else self.feed.camera.config.quality
+        return {
+            "width": width,
+            "height": height,
+            "quality": quality,
+            "variant": variants.label(self.key),
+            "asked": variants.label(self.asked),
+            "adapt": self.adaptive,
+            "adapted": self.key != self.asked,
+        }
+
+    def client_info(self) -> dict[str, Any]:
+        """One viewer in ``/status``'s ``clients``."""
+        info: dict[str, Any] = {
+            "kind": self.kind,
+            "remote": self.request.remote_ip,  # type: ignore[attr-defined]
+            **self.variant_info(),
+        }
+        feed = self.on_feed
+        if feed is not None:
+            info["frames_skipped"] = feed.skipped_by(self)  # type: ignore[arg-type]
+        if self.adaptive:
+            info["adaptation"] = self.variants.adaptation.describe(self)  # type: ignore[attr-defined]
+        return info
+
+
+def limit_unsent(sock: socket.socket | None) -> None:
+    """Cap the unsent bytes the kernel queues for ``sock`` (see
+    :data:`NOTSENT_LOWAT_BYTES`); a platform without the option keeps its default."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
+    except OSError as exc:
+        log.debug("cannot set TCP_NOTSENT_LOWAT: %s", exc)
