@@ -160,8 +160,8 @@ class Client:
 
 
 # -- a: the link -------------------------------------------------------------------------
-def link_runs(args: argparse.Namespace, logs: Path) -> list[dict[str, Any]]:
-    rows = []
+def link_runs(args: argparse.Namespace, logs: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Part a, appending to ``rows`` as each run ends (so an interrupted run keeps them)."""
     with ShapedLink(rate=args.rate, burst=args.burst, latency=args.latency) as link:
         for size in args.sizes:
             for mode, query in (("full size", "?adapt=0"), ("adaptive", "")):
@@ -242,8 +242,8 @@ def measure_one(size: str, query: str, seconds: float, logs: Path) -> dict[str, 
     }
 
 
-def cpu_runs(args: argparse.Namespace, logs: Path) -> list[dict[str, Any]]:
-    rows = []
+def cpu_runs(args: argparse.Namespace, logs: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Parts b and c, appending one row per camera size to ``rows``."""
     for size in args.sizes:
         half = int(size.split("x")[0]) // 2
         runs: dict[str, list[dict]] = {"full": [], "half": []}
@@ -471,9 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         logs = Path(tmp)
         try:
             if "link" in parts:
-                results["link"] = link_runs(args, logs)
+                link_runs(args, logs, results.setdefault("link", []))
             if "cpu" in parts:
-                results["cpu"] = cpu_runs(args, logs)
+                cpu_runs(args, logs, results.setdefault("cpu", []))
             if "fanout" in parts:
                 results["fanout"] = fanout_run(args, logs)
         except KeyboardInterrupt:
