@@ -6,11 +6,12 @@ viewer).  :class:`Adaptation` watches the skips of every adaptive viewer of
 one camera and moves each one along its :func:`ladder` of variants: down a
 rung (several when it gets only a small part of the frames) when it skipped
 more than :attr:`Adaptation.down_ratio` of the frames over the last
-:attr:`Adaptation.window_s`, back up a rung when it has skipped nothing for
-``up_after_s``.  Hysteresis: a step up that has to be undone within
-:attr:`Adaptation.probe_s` doubles that viewer's ``up_after_s`` (up to
-:attr:`Adaptation.up_max_s`), and during that time a few skips are enough to
-step back down, so a failed probe costs a fraction of a second.
+:attr:`Adaptation.window_s`; back up, halfway to the rung it asked for, when
+it has skipped nothing for ``up_after_s``.  Hysteresis: a step up that has
+to be undone within :attr:`Adaptation.probe_s` doubles that viewer's
+``up_after_s`` (up to :attr:`Adaptation.up_max_s`), one that holds halves it
+again (down to :attr:`Adaptation.up_after_s`), and during a probe a few skips
+are enough to step back down, so a failed probe costs a fraction of a second.
 
 The viewers are the handlers (:class:`Adaptive`); everything here runs on
 the IOLoop thread, in one periodic callback per camera, only while the
@@ -76,8 +77,12 @@ class _Member:
         "asked",
         "base",
         "calm_since",
+        "ceiling",
+        "ceiling_until",
         "down_at",
+        "from_rung",
         "history",
+        "judged",
         "key",
         "rung",
         "rungs",
@@ -102,6 +107,12 @@ class _Member:
         self.up_after_s = up_after_s
         self.up_at = -1e9
         self.down_at = -1e9
+        #: Whether the last step up has been judged (held or undone), and the rung it left.
+        self.judged = True
+        self.from_rung = 0
+        #: The rung of the last failed probe: not probed past again until ceiling_until.
+        self.ceiling = -1
+        self.ceiling_until = -1e9
         self.steps_down = 0
         self.steps_up = 0
 
@@ -123,7 +134,7 @@ class Adaptation:
     settle_s = 1.0
     #: Keeping up this long (at first) before a step up, seconds; at most up_max_s.
     up_after_s = 5.0
-    up_max_s = 120.0
+    up_max_s = 30.0
     #: A step up undone within this long was a failed probe (up_after_s doubles);
     #: meanwhile this many skips are enough to step back down.
     probe_s = 10.0
@@ -156,6 +167,8 @@ class Adaptation:
         member = _Member(viewer, asked, self._quality(), self.up_after_s)
         if old is not None:
             member.up_after_s, member.up_at, member.down_at = old.up_after_s, old.up_at, old.down_at
+            member.judged, member.from_rung = old.judged, old.from_rung
+            member.ceiling, member.ceiling_until = old.ceiling, old.ceiling_until
             member.steps_down, member.steps_up = old.steps_down, old.steps_up
         here = current or asked
         if old is not None and old.rung > 0:
@@ -233,9 +246,13 @@ class Adaptation:
         since = now - history[0][0]
         d_offered = offered - history[0][1]
         d_skipped = skipped - history[0][2]
-        probing = now - member.up_at < self.probe_s
+        probing = not member.judged
         if probing and d_skipped >= self.probe_skips and now - member.up_at >= 0.2:
-            self._step(member, 1, now, f"skipped {d_skipped} frames after a step up")
+            # A failed probe: back to the rung it left, known to hold; and no
+            # probe as far again for a while.
+            member.ceiling, member.ceiling_until = member.rung, now + 2 * self.up_max_s
+            back = member.from_rung - member.rung
+            self._step(member, max(1, back), now, f"skipped {d_skipped} frames after a step up")
             return
         if since < self.settle_s or d_offered <= 0:
             return
@@ -244,9 +261,19 @@ class Adaptation:
             rungs = 1 + (ratio > 0.5) + (ratio > 0.75)
             self._step(member, rungs, now, f"skipped {d_skipped} of {d_offered} frames")
             return
+        if not member.judged and now - member.up_at >= self.probe_s:
+            # The last step up held: the next one may come sooner again.
+            member.judged = True
+            member.up_after_s = max(self.up_after_s, member.up_after_s / 2)
         calm_s = now - member.calm_since
         if member.rung > 0 and calm_s >= member.up_after_s:
-            self._step(member, -1, now, f"kept up for {calm_s:.0f} s")
+            # Halfway to the top at once (a link that came back is found in a few
+            # probes, not one per rung), but not past a recent failed probe; a
+            # probe too far is undone within a second.
+            target = member.rung - (member.rung + 1) // 2
+            if now < member.ceiling_until:
+                target = max(target, min(member.ceiling + 1, member.rung - 1))
+            self._step(member, target - member.rung, now, f"kept up for {calm_s:.0f} s")
 
     def _step(self, member: _Member, rungs: int, now: float, reason: str) -> None:
         """Move ``member`` ``rungs`` down (positive) or up (negative) its ladder."""
@@ -255,14 +282,15 @@ class Adaptation:
             self._restart(member, now)
             return
         if rungs > 0:
-            if now - member.up_at < self.probe_s:
+            if not member.judged:
+                member.judged = True
                 member.up_after_s = min(self.up_max_s, member.up_after_s * 2)  # a failed probe
             member.down_at = now
             member.steps_down += 1
             self.steps_down += 1
         else:
-            if now - member.down_at >= self.up_max_s:
-                member.up_after_s = self.up_after_s  # settled a long time: probe sooner again
+            member.judged = False
+            member.from_rung = member.rung
             member.up_at = now
             member.steps_up += 1
             self.steps_up += 1
