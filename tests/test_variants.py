@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import tornado.websocket
 from PIL import Image, ImageChops, ImageStat
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 
 import server
 from cameras.jpeg import jpeg_size
@@ -482,3 +482,18 @@ def test_both_encoders_reduce_as_a_jpeg_decoder_does(codec, size, scale, expecte
     assert max(abs(a - b) for a, b in zip(picture(data).getpixel((5, 5)), (40, 120, 200), strict=True)) < 8
     with pytest.raises(ValueError, match="not a JPEG"):
         encode(b"\xff\xd8 not really", scale, 50)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_viewers_of_variants_count_towards_max_clients(port, feed, app):
+    app.settings["client_limit"].max_clients = 2
+    small = await connect(port, "?width=320&adapt=0")
+    full = await connect(port, "?adapt=0")
+    await binary(small)
+    await binary(full)
+    assert feed.viewer_count == 2 and feed.subscriber_count == 1
+    with pytest.raises(HTTPClientError) as refused:
+        await connect(port, "?width=160&adapt=0")
+    assert refused.value.code == 503
+    small.close()
+    full.close()
