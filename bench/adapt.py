@@ -68,9 +68,36 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- processes ------------------------------------------------------------------------
-def camera_args(size: str, fps: int = 30) -> list[str]:
+def camera_args(size: str, fps: int = 30, picture: str = "emulated", logs: Path | None = None) -> list[str]:
+    """The server's camera: the emulated test card, or (``picture="photo"``) the files
+    camera over photo-like frames made in ``logs``."""
     width, height = size.split("x")
+    if picture == "photo":
+        assert logs is not None
+        folder = photo_frames((int(width), int(height)), logs / f"photo-{size}")
+        return ["--camera", "files", "--source", str(folder), "--fps", str(fps)]
     return ["--camera", "emulated", "--width", width, "--height", height, "--fps", str(fps)]
+
+
+def photo_frames(size: tuple[int, int], folder: Path, count: int = 30) -> Path:
+    """``count`` JPEGs (quality 80) with what a camera's pictures have and the test card
+    lacks: detail at every scale and sensor noise (a Mandelbrot set, drifting, under
+    Gaussian noise).  Made once per folder."""
+    from PIL import Image
+
+    if folder.is_dir():
+        return folder
+    folder.mkdir(parents=True)
+    width, height = size
+    for i in range(count):
+        x = -0.7453 + 0.0004 * i
+        detail = Image.effect_mandelbrot(
+            size, (x - 0.01, 0.105, x + 0.01, 0.105 + 0.02 * height / width), 120
+        )
+        noise = Image.effect_noise(size, 24)
+        picture = Image.merge("RGB", (detail, Image.blend(detail, noise, 0.3), noise.point(lambda v: v // 2)))
+        picture.save(folder / f"{i:03d}.jpg", quality=80)
+    return folder
 
 
 def pin(pid: int, cpu: int) -> None:
@@ -206,10 +233,12 @@ def link_runs(args: argparse.Namespace, logs: Path, rows: list[dict[str, Any]]) 
 
 
 # -- b, c: one variant's cost, and its bytes --------------------------------------------
-def measure_one(size: str, query: str, seconds: float, logs: Path) -> dict[str, Any]:
+def measure_one(
+    size: str, query: str, seconds: float, logs: Path, picture: str = "emulated"
+) -> dict[str, Any]:
     """One loopback viewer of ``query`` on a fresh server pinned to CPU 0: the server's CPU
     (% of a core) over ``seconds`` once frames flow, the variants' encode CPU and frames."""
-    with running_server(camera_args(size), logs) as server:
+    with running_server(camera_args(size, picture=picture, logs=logs), logs) as server:
         pin(server.proc.pid, SERVER_CPU)
         url = f"ws://127.0.0.1:{server.port}/ws{query}"
         client = Client(url, seconds + 20, 0, logs, None)
@@ -243,15 +272,15 @@ def measure_one(size: str, query: str, seconds: float, logs: Path) -> dict[str, 
 
 
 def cpu_runs(args: argparse.Namespace, logs: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Parts b and c, appending one row per camera size to ``rows``."""
-    for size in args.sizes:
+    """Parts b and c, appending one row per camera size and picture to ``rows``."""
+    for size, picture in ((size, picture) for picture in args.pictures for size in args.sizes):
         half = int(size.split("x")[0]) // 2
         runs: dict[str, list[dict]] = {"full": [], "half": []}
         for rep in range(args.repeat):
             order = [("full", "?adapt=0"), ("half", f"?width={half}&adapt=0")]
             for name, query in order if rep % 2 == 0 else order[::-1]:
-                runs[name].append(measure_one(size, query, args.cpu_seconds, logs))
-                log.info("%s %s run %d: %s", size, name, rep + 1, json.dumps(runs[name][-1]))
+                runs[name].append(measure_one(size, query, args.cpu_seconds, logs, picture))
+                log.info("%s %s %s run %d: %s", size, picture, name, rep + 1, json.dumps(runs[name][-1]))
 
         def med(name: str, key: str, runs: dict[str, list[dict]] = runs) -> float:
             return statistics.median(r[key] for r in runs[name])
@@ -263,6 +292,7 @@ def cpu_runs(args: argparse.Namespace, logs: Path, rows: list[dict[str, Any]]) -
         rows.append(
             {
                 "size": size,
+                "picture": picture,
                 "variant": runs["half"][0]["frame"],
                 "server_cpu_full": med("full", "server_cpu_percent"),
                 "server_cpu_half": med("half", "server_cpu_percent"),
@@ -360,13 +390,14 @@ def tables(results: dict[str, Any]) -> str:
             "### b, c. One variant at 30 fps "
             f"(server CPU % of a core, median of {results['args']['repeat']} runs)",
             "",
-            "| camera | variant | server CPU, full-size viewer | with a variant viewer | variant cost "
-            "| runs | encode CPU % | bytes/s full | bytes/s variant | ratio |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| camera | picture | variant | server CPU, full-size viewer | with a variant viewer "
+            "| variant cost | runs | encode CPU % | bytes/s full | bytes/s variant | ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["cpu"]:
             lines.append(
-                f"| {r['size']} | {r['variant']} | {r['server_cpu_full']:.1f} | {r['server_cpu_half']:.1f} "
+                f"| {r['size']} | {r.get('picture', 'emulated')} | {r['variant']} "
+                f"| {r['server_cpu_full']:.1f} | {r['server_cpu_half']:.1f} "
                 f"| {r['variant_cost_percent']:.1f} "
                 f"| {', '.join(f'{d:.1f}' for d in r['variant_cost_runs'])} "
                 f"| {r['encode_cpu_percent']:.1f} | {r['bytes_full']:.0f} | {r['bytes_half']:.0f} "
@@ -403,12 +434,16 @@ def goal_rows(results: dict[str, Any]) -> list[str]:
                 f"| >= 20; <= 300 ms | {verdict(ok)} |"
             )
     for r in results.get("cpu", []):
+        picture = r.get("picture", "emulated")
         if r["size"] == "640x480":
             cost = r["variant_cost_percent"]
-            rows.append(f"| one 320x240 variant: server CPU | {cost:.1f} % | <= 5 % | {verdict(cost <= 5)} |")
+            rows.append(
+                f"| one 320x240 variant ({picture}): server CPU | {cost:.1f} % | <= 5 % "
+                f"| {verdict(cost <= 5)} |"
+            )
         ratio = r["bytes_ratio"]
         rows.append(
-            f"| {r['variant']} viewer's bytes / full size ({r['size']}) | {ratio:.2f} | <= 0.33 "
+            f"| {r['variant']} viewer's bytes / full size ({r['size']}, {picture}) | {ratio:.2f} | <= 0.33 "
             f"| {verdict(ratio <= 1 / 3)} |"
         )
     f = results.get("fanout")
@@ -450,10 +485,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="link: measured seconds")
     parser.add_argument("--cpu-seconds", type=float, default=10.0, help="cpu, fanout: measured seconds")
     parser.add_argument("--repeat", type=int, default=3, help="cpu: runs of each viewer")
+    parser.add_argument(
+        "--pictures", default="emulated,photo", help="cpu: the emulated test card and/or photo-like frames"
+    )
     parser.add_argument("--viewers", type=int, default=100, help="fanout: viewers of the one variant")
     parser.add_argument("--json", metavar="FILE", help="write every figure here")
     args = parser.parse_args(argv)
     args.sizes = [s for s in args.sizes.split(",") if s]
+    args.pictures = [p for p in args.pictures.split(",") if p]
+    if set(args.pictures) - {"emulated", "photo"}:
+        parser.error("--pictures: emulated and/or photo")
     parts = {p for p in args.parts.split(",") if p}
     unknown = parts - {"link", "cpu", "fanout"}
     if unknown:
