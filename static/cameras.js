@@ -5,12 +5,17 @@
  * frames from a Camstream.FrameSocket (frames.js) on its own canvas.
  * WebSockets are not held to the browser's six HTTP/1.1 connections per
  * host, so every tile is live however many cameras there are.  A tile's
- * socket runs only while the tile is on screen and the page is visible.
+ * socket runs only while the tile is on screen and the page is visible, and
+ * asks for the variant that fits the tile (FrameSocket's fitTo, object-fit
+ * contain): a 1280-pixel camera in a 300-pixel tile sends 320-pixel frames.
  *
- * Query: ?fps=N asks the server for at most N frames per second per tile.
+ * Query: ?fps=N asks the server for at most N frames per second per tile;
+ * ?width=N (a fixed width instead of fitting), ?quality=Q and ?adapt=0 pass
+ * on to every tile's socket.
  *
  * window.camstream.tiles[NAME] holds each tile's counters (tests read them):
- * framesDrawn, lastSeq, width, height, running, visible, plus FrameSocket's stats.
+ * framesDrawn, lastSeq, width, height (of the frame drawn), running, visible,
+ * plus FrameSocket's stats (variant, askedWidth among them).
  */
 "use strict";
 
@@ -43,6 +48,8 @@
     const frames = new Camstream.FrameSocket({
       url: Camstream.wsUrl(figure.dataset.base + "ws"),
       fps: Camstream.requestedFps(),
+      fitTo: canvas,
+      fit: "contain",
       onFrame: drawTile,
       onChange: () => labelTile(),
     });

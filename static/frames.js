@@ -31,20 +31,112 @@
  * that does not pass the Host header on, a bad token), stats.refusal holds
  * the server's one-line reason, for the page to show, and onChange is called.
  * It keeps retrying meanwhile; the first socket that opens clears it.
+ *
+ * Variants (the picture at the size it is drawn at).  With the option fitTo
+ * (an element, the canvas the page draws on) and fit ("contain", the default,
+ * or "cover": how the page's CSS object-fit scales it), it asks the server for
+ * the smallest picture that still fills the element: the width it is drawn at
+ * on screen times devicePixelRatio, rounded up; for contain
+ * min(boxW, boxH * aspect), for cover max(boxW, boxH * aspect), where box is
+ * the element's CSS box (clientWidth x clientHeight, or its
+ * getBoundingClientRect; while the element is not rendered, display: none
+ * until its first frame, say, that of its nearest rendered ancestor) and
+ * aspect the last frame's width / height (before the first frame, the
+ * element's width / height attributes; without them, the box's).  The server
+ * snaps the width to one of its variants (the source's width /1, /2, /4 or /8:
+ * see the server's ws docs).  That width goes in the socket's URL
+ * (?width=N, so the very first frame is already that size) and in the
+ * opening control message (beside "time" and "fps"), and again, as
+ * {"width": N}, when it changes: on a resize of the element (ResizeObserver;
+ * without one, the window's resize), on a change of devicePixelRatio (a
+ * matchMedia resolution query), and once the first frame's real aspect
+ * changes it (a frame's size is compared with the last one's: two integer
+ * comparisons per frame, nothing more); debounced (FIT_DEBOUNCE_MS, 250 ms), and
+ * never the same width twice on one socket.  The observers run only between
+ * start() and stop().  Without fitTo, no width is asked: full size.
+ *
+ * The page's own query passes on to the socket's URL (wsUrl): ?width=N (1-65535:
+ * a fixed width; fitTo is then ignored), ?quality=Q (1-100) and ?adapt=0|1
+ * (the server moves a slow viewer to a smaller variant unless ?adapt=0).
+ * Other values are left out (the server would refuse the handshake, and
+ * browsers hide why).  The server says what we get in its hello, in every
+ * reply and, when it moves us (adaptation, or a new width asked), in a
+ * {"type": "variant", ..., "reason"} message: stats.variant holds the latest,
+ * {width, height, quality, variant ("320x240 q80" or "source"), asked (the
+ * label of what we asked for), adapt, adapted (adaptation moved us off what
+ * we asked)}; stats.variantChanges counts the variant messages (onChange is
+ * called at each) and stats.variantReason holds the last one's reason;
+ * stats.askedWidth is the last width asked (URL or message), null for full
+ * size.
  */
 "use strict";
 
 (function (global) {
   const Camstream = global.Camstream;
   const DOWN_AFTER_MS = 2500;
+  const FIT_DEBOUNCE_MS = 250;
+  const MAX_WIDTH = 65535;
 
-  /** The WebSocket URL of ``path`` (relative to the page's base URL), with the page's token. */
+  /** The page's query parameter ``name`` if it is a whole number from 1 to ``max``, else null. */
+  function pageNumber(name, max) {
+    const text = new URLSearchParams(global.location.search).get(name);
+    if (text === null || !/^\d{1,6}$/.test(text)) return null;
+    const value = Number(text);
+    return value >= 1 && value <= max ? value : null;
+  }
+
+  /** The page's ?width=N (a fixed width for every socket, no fitting), or null. */
+  function pageWidth() {
+    return pageNumber("width", MAX_WIDTH);
+  }
+
+  /**
+   * The WebSocket URL of ``path`` (relative to the page's base URL), with the
+   * page's valid ?width=, ?quality= and ?adapt= and its token.
+   */
   function wsUrl(path) {
+    const page = new URLSearchParams(global.location.search);
     const url = new URL(path, global.document.baseURI);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.search = "";
     url.hash = "";
+    const width = pageWidth();
+    const quality = pageNumber("quality", 100);
+    if (width !== null) url.searchParams.set("width", String(width));
+    if (quality !== null) url.searchParams.set("quality", String(quality));
+    if (page.get("adapt") === "0" || page.get("adapt") === "1") url.searchParams.set("adapt", page.get("adapt"));
     return Camstream.withToken(url.href);
+  }
+
+  /** ``element``'s CSS box as [width, height], or null if it has none (not rendered). */
+  function cssBox(element) {
+    let width = element.clientWidth;
+    let height = element.clientHeight;
+    if (!width || !height) {
+      const rect = element.getBoundingClientRect();
+      width = rect.width;
+      height = rect.height;
+    }
+    return width > 0 && height > 0 ? [width, height] : null;
+  }
+
+  /**
+   * The width in device pixels (rounded up) a picture of ``aspect`` (width /
+   * height; null: the element's width / height attributes, else its box's) is
+   * drawn at in ``element`` scaled by object-fit ``fit``; null if neither the
+   * element nor any ancestor has a box.
+   */
+  function drawnWidth(element, fit, aspect) {
+    let box = null;
+    for (let node = element; node && node.nodeType === 1 && !box; node = node.parentElement) box = cssBox(node);
+    if (!box) return null;
+    const [boxWidth, boxHeight] = box;
+    const given = element.width > 0 && element.height > 0 ? element.width / element.height : null;
+    const ratio = aspect || given || boxWidth / boxHeight;
+    const css = fit === "cover" ? Math.max(boxWidth, boxHeight * ratio) : Math.min(boxWidth, boxHeight * ratio);
+    const device = css * (global.devicePixelRatio || 1);
+    // Rounded up, but 320.0000001 (float error) is 320: one pixel more could double the variant.
+    return Math.min(MAX_WIDTH, Math.max(1, Math.ceil(device - 1e-6)));
   }
 
   /** The page's ?fps=N (the most frames per second to ask the server for), or null. */
@@ -119,6 +211,9 @@
       this.onChange = options.onChange || function () {};
       this.fps = options.fps || null;
       this.stallMs = options.stallMs || 4000;
+      // A fixed ?width= of the page (in this.url, by wsUrl) turns fitting off.
+      this.fitTo = pageWidth() === null ? options.fitTo || null : null;
+      this.fit = options.fit === "cover" ? "cover" : "contain";
       this._retry = new Camstream.Retry(options);
       this.stats = {
         connected: false, // socket open
@@ -139,6 +234,10 @@
         clockRttMs: null, // round trip of the best offset estimate
         hello: null,
         refusal: null, // why the server refuses our sockets (see above), or null
+        variant: null, // what the server sends us (see above), or null before the hello
+        variantChanges: 0, // the server's "variant" messages
+        variantReason: null, // the last one's reason
+        askedWidth: pageWidth(), // the last width asked for (URL or message), null: full size
       };
       this._asked = false;
       this._socket = null;
@@ -150,12 +249,19 @@
       this._generation = 0;
       this._bestRttMs = Infinity;
       this._syncTimers = [];
+      this._fitWidth = null; // the width fitTo needs, as last measured
+      this._aspect = null; // the last frame's width / height, once one came
+      this._frameWidth = 0;
+      this._frameHeight = 0;
+      this._fitTimer = null;
+      this._unobserve = null;
     }
 
     start() {
       if (this._running) return;
       this._running = true;
       this._retry.reset();
+      if (this.fitTo) this._observe();
       this._connect();
       this._watchdog = global.setInterval(() => this._check(), 500);
     }
@@ -167,8 +273,86 @@
       this._retry.cancel();
       global.clearInterval(this._watchdog);
       this._watchdog = null;
+      if (this._unobserve) this._unobserve();
+      this._unobserve = null;
+      global.clearTimeout(this._fitTimer);
+      this._fitTimer = null;
       this._drop();
       this._setConnected(false);
+    }
+
+    /** Watch fitTo's size and devicePixelRatio (until stop()): each change refits, debounced. */
+    _observe() {
+      const changed = () => this._fitSoon();
+      let observer = null;
+      if (typeof global.ResizeObserver === "function") {
+        observer = new global.ResizeObserver(changed);
+        observer.observe(this.fitTo);
+      } else {
+        global.addEventListener("resize", changed);
+      }
+      let ratio = null;
+      const watchRatio = () => {
+        if (typeof global.matchMedia !== "function") return;
+        const query = global.matchMedia(`(resolution: ${global.devicePixelRatio || 1}dppx)`);
+        if (typeof query.addEventListener !== "function") return;
+        const onChange = () => {
+          query.removeEventListener("change", onChange);
+          watchRatio(); // a query for the new ratio
+          changed();
+        };
+        query.addEventListener("change", onChange);
+        ratio = { query, onChange };
+      };
+      watchRatio();
+      this._unobserve = () => {
+        if (observer) observer.disconnect();
+        else global.removeEventListener("resize", changed);
+        if (ratio) ratio.query.removeEventListener("change", ratio.onChange);
+      };
+    }
+
+    _fitSoon() {
+      global.clearTimeout(this._fitTimer);
+      this._fitTimer = global.setTimeout(() => {
+        this._fitTimer = null;
+        this._refit();
+      }, FIT_DEBOUNCE_MS);
+    }
+
+    /** Measure again; ask the open socket for the new width if it changed. */
+    _refit() {
+      if (!this._running || !this.fitTo) return;
+      const width = drawnWidth(this.fitTo, this.fit, this._aspect);
+      if (width === null || width === this._fitWidth) return;
+      this._fitWidth = width;
+      const socket = this._socket;
+      if (!socket || socket.readyState !== 1 || socket.askedWidth === width) return;
+      socket.askedWidth = width;
+      this.stats.askedWidth = width;
+      socket.send(JSON.stringify({ width }));
+    }
+
+    /** A frame of another size than the last: refit if its aspect differs (by over 1 %). */
+    _frameSize(width, height) {
+      this._frameWidth = width;
+      this._frameHeight = height;
+      if (!this.fitTo || !width || !height) return;
+      const aspect = width / height;
+      if (this._aspect !== null && Math.abs(aspect / this._aspect - 1) <= 0.01) return;
+      this._aspect = aspect;
+      this._fitSoon();
+    }
+
+    /** The URL of the next socket: this.url, with the width fitTo needs now. */
+    _socketUrl() {
+      if (!this.fitTo) return this.url;
+      const width = drawnWidth(this.fitTo, this.fit, this._aspect);
+      if (width !== null) this._fitWidth = width;
+      if (this._fitWidth === null) return this.url;
+      const url = new URL(this.url);
+      url.searchParams.set("width", String(this._fitWidth));
+      return url.href;
     }
 
     _connect() {
@@ -178,11 +362,12 @@
       this.stats.lastMessageAt = this._openedAt;
       let socket;
       try {
-        socket = new global.WebSocket(this.url);
+        socket = new global.WebSocket(this._socketUrl());
       } catch (err) {
         this._closed(null);
         return;
       }
+      if (this.fitTo) socket.askedWidth = this.stats.askedWidth = this._fitWidth;
       socket.binaryType = "arraybuffer";
       socket.onopen = () => {
         socket.opened = true;
@@ -194,6 +379,8 @@
         this._setConnected(true);
         const request = { time: global.performance.now() };
         if (this.fps) request.fps = this.fps;
+        if (this.fitTo && this._fitWidth !== null) socket.askedWidth = this.stats.askedWidth = this._fitWidth;
+        if (socket.askedWidth) request.width = socket.askedWidth;
         socket.send(JSON.stringify(request));
         // A few more round trips to find a quick one (the first may wait for the page to load).
         this._syncTimers = [1000, 3000, 10000].map((ms) => global.setTimeout(() => this._sync(socket), ms));
@@ -313,7 +500,19 @@
       } catch (err) {
         return;
       }
-      if (!message || typeof message.server_time !== "number") return;
+      if (!message || typeof message !== "object") return;
+      if (message.type === "variant") {
+        const variant = Object.assign({}, message);
+        delete variant.type;
+        delete variant.reason;
+        this.stats.variant = variant;
+        this.stats.variantReason = String(message.reason);
+        this.stats.variantChanges += 1;
+        this.onChange(this.stats);
+        return;
+      }
+      if (message.variant && typeof message.variant === "object") this.stats.variant = message.variant;
+      if (typeof message.server_time !== "number") return;
       if (message.type === "hello") {
         this.stats.hello = message;
         if (this._bestRttMs === Infinity) this.stats.clockOffsetS = message.server_time - Date.now() / 1000;
@@ -339,6 +538,9 @@
           (bitmap) => {
             try {
               if (generation !== this._generation) return; // stopped meanwhile
+              const width = bitmap.naturalWidth || bitmap.width;
+              const height = bitmap.naturalHeight || bitmap.height;
+              if (width !== this._frameWidth || height !== this._frameHeight) this._frameSize(width, height);
               const stats = this.stats;
               stats.framesDecoded += 1;
               stats.everFramed = true;

@@ -11,6 +11,9 @@
  *    scales it).  Its watchdog closes a socket silent for 4 s (the server
  *    re-sends a still picture every second, so silence means a dead link) and
  *    reconnects with a backoff of 0.5 s doubling to 5 s (Camstream.Retry).
+ *    It asks for the variant that fills the screen (FrameSocket's fitTo, with
+ *    the page's fit): the picture's width on screen in device pixels, again
+ *    after a resize; the page's ?width=N, ?quality=Q and ?adapt=0 pass on.
  *  - "mjpeg": the Motion-JPEG stream in an <img> ("stream.mjpg?framing=img&_=..."),
  *    used when ?mode=mjpeg asks for it, when WebSocket or createImageBitmap is
  *    missing, or when the WebSocket fails 3 times in a row without ever
@@ -40,7 +43,7 @@
  * mode; load events or picture changes seen by the watchdog in "mjpeg" mode), lastFrameAt,
  * connected, down, noticeVisible, stalls, reconnects, fallbackReason, width,
  * height, imgConnects, probes (watchdog questions to "status"), ws (the
- * FrameSocket's stats).
+ * FrameSocket's stats: its variant and askedWidth among them).
  */
 "use strict";
 
@@ -109,6 +112,8 @@
       stallMs: STALL_MS,
       minDelayMs: MIN_DELAY_MS,
       maxDelayMs: MAX_DELAY_MS,
+      fitTo: canvas,
+      fit,
       onFrame: (bitmap) => {
         copyToCanvas(bitmap, bitmap.width, bitmap.height);
         shown(bitmap.width, bitmap.height);

@@ -12,13 +12,20 @@
  * or the server's reason when it refuses sockets from this page (a proxy
  * that does not pass the Host header on: FrameSocket's stats.refusal).
  *
+ * It asks the server for the variant that fits the canvas (FrameSocket's
+ * fitTo, object-fit contain): the picture's width on screen in device pixels,
+ * again after a resize; the overlay names what it gets ("320\u00d7240 q80",
+ * "(adapted from source)" when the server moved it to a smaller one).
+ *
  * Query: ?overlay=1 shows the overlay at once (key "o" toggles it);
- * ?fps=N asks the server for at most N frames per second.
+ * ?fps=N asks the server for at most N frames per second; ?width=N (a fixed
+ * width instead of fitting), ?quality=Q and ?adapt=0 pass on to the socket.
  *
  * window.camstream holds the counters (tests read them): framesDrawn, fps
  * (frames drawn per second over the last 2 s), frameAgeMs (capture to
  * draw, server clock corrected by the hello's offset), frameAgeAvgMs,
- * width, height, connected, paused, overlay, plus FrameSocket's stats.
+ * width, height (of the frame drawn), connected, paused, overlay, plus
+ * FrameSocket's stats (variant, askedWidth, variantChanges among them).
  */
 "use strict";
 
@@ -31,6 +38,8 @@
 
   const frames = new Camstream.FrameSocket({
     fps: Camstream.requestedFps(),
+    fitTo: canvas,
+    fit: "contain",
     onFrame: showFrame,
     onChange: refresh,
   });
@@ -80,6 +89,13 @@
     return value === null ? "?" : `${Math.round(value)} ms`;
   }
 
+  /** "320\u00d7240 q80", "(adapted from source)" when adaptation moved us; "" before the hello. */
+  function variantLine(variant) {
+    if (!variant) return "";
+    const got = `${variant.width}\u00d7${variant.height} q${variant.quality}`;
+    return variant.adapted ? `${got} (adapted from ${variant.asked})` : got;
+  }
+
   function refresh() {
     const now = performance.now();
     measure(now);
@@ -92,6 +108,7 @@
         `${state.fps.toFixed(1)} fps  ${state.width}\u00d7${state.height}\n` +
         `age ${ms(state.frameAgeMs)} (avg ${ms(state.frameAgeAvgMs)})\n` +
         `dropped ${state.framesDropped}  reconnects ${Math.max(0, state.connects - 1)}` +
+        (state.variant ? `\n${variantLine(state.variant)}` : "") +
         (state.paused ? "\npaused (page hidden)" : "");
     }
   }
