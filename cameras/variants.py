@@ -368,6 +368,11 @@ class Variants:
             return frame.width, frame.height
         return camera.config.width, camera.config.height
 
+    def size_known(self) -> bool:
+        """Whether the camera has a frame now (else :meth:`source_size` is its configured size)."""
+        camera = self.feed.camera
+        return camera.running and camera.latest() is not None
+
     def key_for(self, width: int | None, quality: int | None) -> VariantKey:
         """The variant a request of ``width`` (pixels, None: full) and ``quality``
         (1-100, None: the camera's) snaps to."""

@@ -34,10 +34,12 @@ class SnapshotHandler(BaseHandler):
             self.fail(400, f"Bad Request: {exc}")
             return
         feed = self.feed
-        if width is not None or quality is not None:
-            variants = variants_of(feed)
-            feed, _ = variants.feed_for(variants.key_for(width, quality))
         try:
+            if width is not None or quality is not None:
+                variants = variants_of(feed)
+                if width is not None and not variants.size_known():
+                    await feed.snapshot(self.timeout_s)  # the camera's real size, to snap the width to
+                feed, _ = variants.feed_for(variants.key_for(width, quality))
             frame = await feed.snapshot(self.timeout_s)
         except TimeoutError:
             log.warning("snapshot: no frame from %s within %g s", self.feed.name, self.timeout_s)

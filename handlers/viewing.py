@@ -15,8 +15,10 @@ import socket
 from typing import Any
 
 import tornado.web
+from tornado.ioloop import IOLoop
 
 from cameras.adapt import Adaptation
+from cameras.base import CameraError
 from cameras.feed import FrameFeed
 from cameras.variants import DEFAULT_MAX_VARIANTS, MAX_WIDTH, VariantKey, Variants
 
@@ -31,6 +33,9 @@ _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 WIDTH_RULE = f"width must be a whole number of pixels, 1-{MAX_WIDTH}"
 QUALITY_RULE = "quality must be a whole number, 1-100"
 ADAPT_RULE = "adapt must be 0 or 1"
+#: How long a viewer that asked for a width waits for a cold camera's first
+#: frame, to snap that width against the camera's real size, seconds.
+SNAP_WAIT_S = 10.0
 
 
 class BadRequest(ValueError):
@@ -156,6 +161,7 @@ class VariantViewer:
         the variant, cannot start)."""
         variants = self.variants
         self.asked_width, self.asked_quality = width, quality
+        known = variants.size_known()  # before the subscription starts the camera
         self.asked = variants.key_for(width, quality)
         feed, self.key = variants.feed_for(self.asked)
         feed.subscribe(self)  # type: ignore[arg-type]
@@ -163,16 +169,30 @@ class VariantViewer:
         self.adaptive = adapt
         if adapt:
             variants.adaptation.add(self, self.asked, self.key)  # type: ignore[attr-defined]
+        if width is not None and not known:
+            # Snapped to the configured size; the camera's first frame tells the real one.
+            IOLoop.current().add_callback(self._snap_again_when_framed)
 
-    def ask_variant(self, width: int | None, quality: int | None) -> None:
+    async def _snap_again_when_framed(self) -> None:
+        """Once the cold camera has its first frame, snap the asked width again
+        against its real size (a camera that is not the size it was configured
+        at: a relay, a folder of files)."""
+        try:
+            await self.feed.snapshot(SNAP_WAIT_S)
+        except (CameraError, TimeoutError):
+            return  # no picture: nothing to snap against; the viewer keeps what it has
+        self.ask_variant(self.asked_width, self.asked_quality, again=True)
+
+    def ask_variant(self, width: int | None, quality: int | None, again: bool = False) -> None:
         """A new request (a WebSocket's control message) of the same viewer: move
-        to the variant it names, or as far down as adaptation has it."""
+        to the variant it names, or as far down as adaptation has it.  ``again``:
+        the same request, snapped anew (the camera's size is known now)."""
         if self.on_feed is None:
             return
         variants = self.variants
         self.asked_width, self.asked_quality = width, quality
         asked = variants.key_for(width, quality)
-        if asked == self.asked:
+        if asked == self.asked and not again:
             return
         self.asked = asked
         if self.adaptive:
@@ -201,8 +221,6 @@ class VariantViewer:
 
     def adapt_to(self, key: VariantKey, reason: str) -> VariantKey:
         """Move to ``key``'s variant (or the one the cap gives); returns what it got."""
-        from cameras.base import CameraError
-
         if self.on_feed is None:
             return self.key
         feed, got = self.variants.feed_for(key)

@@ -497,3 +497,34 @@ async def test_viewers_of_variants_count_towards_max_clients(port, feed, app):
     assert refused.value.code == 503
     small.close()
     full.close()
+
+
+@pytest.mark.slow
+def test_a_width_asked_of_a_cold_camera_snaps_to_its_real_size(start_server, tmp_path):
+    from tests.conftest import write_colour_frames
+
+    # Configured at 640x480 (the default), the files are 96x72: ?width=40 is 48 wide
+    # (96 / 2), not 80 (640 / 8) nor 12 (96 / 8).
+    folder = write_colour_frames(tmp_path / "small", size=(96, 72))
+    proc = start_server("--camera", "files", "--source", str(folder), "--fps", "30", "--idle-timeout", "1")
+    with urllib.request.urlopen(proc.url + "snapshot.jpg?width=40", timeout=10) as response:
+        assert picture(response.read()).size == (48, 36)
+
+    def cold() -> bool:
+        with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
+            body = json.load(response)
+        return not body["running"] and not any(v["running"] for v in body["variants"].values())
+
+    deadline = time.monotonic() + 15
+    while not cold():
+        assert time.monotonic() < deadline, "the camera did not idle out"
+        time.sleep(0.1)  # polling with a deadline
+
+    async def watch() -> None:
+        ws = await connect(proc.port, "?width=40&adapt=0")
+        deadline = time.monotonic() + 10
+        while jpeg_size(await binary(ws)) != (48, 36):
+            assert time.monotonic() < deadline, "never 48x36"
+        ws.close()
+
+    asyncio.run(watch())
