@@ -82,6 +82,7 @@ class _Member:
         "down_at",
         "from_rung",
         "history",
+        "judge_from",
         "judged",
         "key",
         "rung",
@@ -101,6 +102,8 @@ class _Member:
         self.key = asked
         #: (time, offered, skipped) samples since the last move.
         self.history: deque[tuple[float, int, int]] = deque()
+        #: No decision before this time (a viewer's first seconds: connecting, a page loading).
+        self.judge_from = 0.0
         self.base: tuple[int, int] | None = None
         #: Since when it has skipped nothing.
         self.calm_since = 0.0
@@ -128,6 +131,8 @@ class Adaptation:
     interval_ms = 500.0
     #: The span of frames a decision is based on, seconds.
     window_s = 2.0
+    #: A new viewer's first seconds are not judged (it connects, its page loads).
+    grace_s = 3.0
     #: Skipping more than this part of the frames over the window: a step down.
     down_ratio = 0.1
     #: After a move, the next decision waits this long (the link drains), seconds.
@@ -179,6 +184,7 @@ class Adaptation:
                 len(member.rungs) - 1,
             )
         member.key = here
+        member.judge_from = old.judge_from if old is not None else now + self.grace_s
         self._members[viewer] = member
         self._restart(member, now)
         if self._timer is None:
@@ -232,6 +238,9 @@ class Adaptation:
     def _check(self, member: _Member, now: float) -> None:
         counters = member.viewer.adapt_counters()
         if counters is None:
+            return
+        if now < member.judge_from:
+            self._restart(member, now)
             return
         if member.base is None:
             member.base = counters

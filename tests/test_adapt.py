@@ -109,7 +109,9 @@ def test_a_slow_link_steps_down_to_what_it_carries_and_stays_there(setup):
     clock, adaptation = setup
     viewer = LinkViewer(capacity=250_000)  # 2 Mbit/s
     adaptation.add(viewer, VariantKey())
-    run(adaptation, clock, viewer, 10)
+    run(adaptation, clock, viewer, Adaptation.grace_s)
+    assert viewer.moves == []  # a new viewer's first seconds are not judged
+    run(adaptation, clock, viewer, 5)
     # 320x240 q50 (6.4 KB x 30 = 192 KB/s) is the largest rung that fits.
     assert viewer.key == VariantKey(2, 50), viewer.moves
     settled = len(viewer.moves)
