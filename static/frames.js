@@ -55,7 +55,8 @@
  * never the same width twice on one socket.  The observers run only between
  * start() and stop().  Without fitTo, no width is asked: full size.
  *
- * The page's own query passes on to the socket's URL (wsUrl): ?width=N (1-65535:
+ * The page's own query passes on to the socket's URL (wsUrl; variantParams
+ * gives the pairs, for the kiosk's MJPEG stream): ?width=N (1-65535:
  * a fixed width; fitTo is then ignored), ?quality=Q (1-100) and ?adapt=0|1
  * (the server moves a slow viewer to a smaller variant unless ?adapt=0).
  * Other values are left out (the server would refuse the handshake, and
@@ -90,21 +91,27 @@
     return pageNumber("width", MAX_WIDTH);
   }
 
+  /** The page's valid ?width=, ?quality= and ?adapt=, as [name, value] pairs. */
+  function variantParams() {
+    const adapt = new URLSearchParams(global.location.search).get("adapt");
+    const pairs = [
+      ["width", pageWidth()],
+      ["quality", pageNumber("quality", 100)],
+      ["adapt", adapt === "0" || adapt === "1" ? adapt : null],
+    ];
+    return pairs.filter((pair) => pair[1] !== null).map(([name, value]) => [name, String(value)]);
+  }
+
   /**
    * The WebSocket URL of ``path`` (relative to the page's base URL), with the
    * page's valid ?width=, ?quality= and ?adapt= and its token.
    */
   function wsUrl(path) {
-    const page = new URLSearchParams(global.location.search);
     const url = new URL(path, global.document.baseURI);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     url.search = "";
     url.hash = "";
-    const width = pageWidth();
-    const quality = pageNumber("quality", 100);
-    if (width !== null) url.searchParams.set("width", String(width));
-    if (quality !== null) url.searchParams.set("quality", String(quality));
-    if (page.get("adapt") === "0" || page.get("adapt") === "1") url.searchParams.set("adapt", page.get("adapt"));
+    variantParams().forEach(([name, value]) => url.searchParams.set(name, value));
     return Camstream.withToken(url.href);
   }
 
@@ -568,5 +575,5 @@
     }
   }
 
-  Object.assign(Camstream, { FrameSocket, frameInfo, wsUrl, requestedFps, supported });
+  Object.assign(Camstream, { FrameSocket, frameInfo, wsUrl, variantParams, requestedFps, supported });
 })(window);

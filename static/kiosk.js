@@ -14,7 +14,8 @@
  *    It asks for the variant that fills the screen (FrameSocket's fitTo, with
  *    the page's fit): the picture's width on screen in device pixels, again
  *    after a resize; the page's ?width=N, ?quality=Q and ?adapt=0 pass on.
- *  - "mjpeg": the Motion-JPEG stream in an <img> ("stream.mjpg?framing=img&_=..."),
+ *  - "mjpeg": the Motion-JPEG stream in an <img> ("stream.mjpg?framing=img&_=...",
+ *    with the page's ?width=, ?quality= and ?adapt= passed on),
  *    used when ?mode=mjpeg asks for it, when WebSocket or createImageBitmap is
  *    missing, or when the WebSocket fails 3 times in a row without ever
  *    delivering a frame (a proxy that does not pass upgrades, say).
@@ -171,7 +172,10 @@
     loads.set(next, 0);
     next.style.visibility = "hidden"; // until its first frame: the other one, or the canvas, shows the last
     next.hidden = false;
-    next.src = Camstream.withToken(`stream.mjpg?framing=img&_=${Date.now().toString(36)}${state.imgConnects}`);
+    const variant = (Camstream.variantParams ? Camstream.variantParams() : []).map(([k, v]) => `&${k}=${v}`).join("");
+    next.src = Camstream.withToken(
+      `stream.mjpg?framing=img${variant}&_=${Date.now().toString(36)}${state.imgConnects}`,
+    );
   }
 
   function retryImg() {

@@ -14,6 +14,7 @@ import json
 import re
 import statistics
 import urllib.parse
+import urllib.request
 
 import pytest
 from PIL import Image
@@ -213,6 +214,23 @@ def test_the_kiosk_asks_for_the_variant_that_fills_the_screen_in_its_fit(start_s
         )
         shown = state(page)
         assert shown["width"] <= want[0] and shown["width"] * 3 == shown["height"] * 4, (fit, shown)
+
+
+def test_the_kiosk_in_mjpeg_mode_passes_the_pages_width_on(start_server, new_page):
+    proc = start_server(*CAMERA)
+    page = new_page()
+    page.goto(proc.url + "kiosk?mode=mjpeg&width=160&quality=50")
+    try:
+        page.wait_for_function(
+            "() => window.camstream.framesShown > 0 && window.camstream.width > 0", timeout=15000, polling=50
+        )
+    except TimeoutError:
+        pytest.fail(f"no picture: {state(page)}")
+    shown = state(page)
+    assert shown["mode"] == "mjpeg" and (shown["width"], shown["height"]) == (160, 120), shown
+    with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
+        clients = json.load(response)["clients"]
+    assert [c["variant"] for c in clients if c["kind"] == "mjpeg"] == ["160x120 q50"], clients
 
 
 def tile_states(page) -> dict:
