@@ -238,7 +238,7 @@ async def test_the_camera_list(http_client, base_url):
         assert re.findall(r'data-camera="([^"]+)"', body) == list(CAMERAS)
         for name in CAMERAS:
             assert f'data-base="{root}cameras/{name}/"' in body
-            assert f'<noscript><img src="{root}cameras/{name}/snapshot.jpg"' in body
+            assert f'<noscript><img src="{root}cameras/{name}/snapshot.jpg?width=320"' in body
         assert f'src="{root}static/cameras.js"' in body
         assert not re.findall(r'(?:src|href)="/', body)  # relative URLs only
         head = await http_client.fetch(base_url + path, method="HEAD")
