@@ -35,6 +35,7 @@ from tornado.netutil import bind_sockets
 
 import handlers
 from cameras import CameraError, create_camera
+from cameras.bus import NatsCamera, Publisher
 from cameras.feed import FrameFeed
 from cameras.variants import Variants
 from handlers.access import Access, redact
@@ -171,6 +172,9 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
                 stall_timeout_s=settings.stall_timeout_s,
             )
             feed.variants = Variants(feed, spec.config.max_variants)
+            if isinstance(camera, NatsCamera):
+                camera.prefix = settings.bus_prefix
+                camera.viewers = lambda feed=feed: feed.viewer_count
     except CameraError:
         for feed in feeds.values():
             feed.close()
@@ -325,6 +329,16 @@ async def serve(settings: Settings) -> None:
     except RecordingError as exc:
         await close_feeds(feeds)
         _fail(str(exc))
+    # The origin of edge servers: every camera's frames to the bus (an output of its feed).
+    publishers = [Publisher(feed, list(settings.publish), settings.bus_prefix) for feed in feeds.values()]
+    publishers = publishers if settings.publish else []
+    for publisher in publishers:
+        publisher.feed.publisher = publisher
+        try:
+            publisher.start()
+        except CameraError as exc:
+            await close_feeds(feeds)
+            _fail(f"--publish: {exc}")
     app = make_app(settings, feeds, recorders)
     server = HTTPServer(
         app,
@@ -372,6 +386,8 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     log.info("shutting down")
     server.stop()
+    for publisher in publishers:
+        await publisher.close()
     await close_feeds(feeds)
     await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
 

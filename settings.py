@@ -180,6 +180,23 @@ def _origins(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _bus_servers(text: str) -> tuple[str, ...]:
+    """One NATS server URL, or several separated by commas (the environment's form)."""
+    from cameras.bus import parse_bus_url
+
+    try:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        return tuple(parse_bus_url(item, camera=False).server for item in items)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bus_prefix(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: letters, digits, '-' and '_', in dot-separated tokens")
+    return text
+
+
 class _ExtendOrigins(argparse.Action):
     """Repeatable option whose first use on the command line replaces the
     environment's value instead of adding to it."""
@@ -310,6 +327,26 @@ OPTIONS: tuple[Option, ...] = (
         default="*",
         parse=_frame_ancestors,
         metavar="SOURCES",
+    ),
+    Option(
+        "--publish",
+        "network",
+        "publish every camera's frames to the NATS server at URL (nats://HOST:PORT, or tls://), "
+        "for edge servers (--camera NAME=nats:URL/CAMERA); repeatable (servers of one cluster); "
+        "the environment takes a comma-separated list",
+        default=(),
+        parse=_bus_servers,
+        metavar="URL",
+        field="publish",
+        action=_ExtendOrigins,
+    ),
+    Option(
+        "--bus-prefix",
+        "network",
+        "the first token of every NATS subject (PREFIX.CAMERA.frames, PREFIX.CAMERA.interest)",
+        default="camstream",
+        parse=_bus_prefix,
+        metavar="PREFIX",
     ),
     Option("--certfile", "network", "serve HTTPS and WSS with this certificate chain (PEM)", metavar="PEM"),
     Option("--keyfile", "network", "the private key of --certfile (if not in the same file)", metavar="PEM"),
@@ -542,6 +579,9 @@ class Settings:
     allow_origins: tuple[str, ...] = _default("allow_origins")
     #: The CSP source list of who may frame ``/kiosk`` (``*``, ``'none'``, ``'self' https://a.example``).
     frame_ancestors: str = _default("frame_ancestors")
+    #: NATS servers every camera's frames are published to (``--publish``), and the subjects' prefix.
+    publish: tuple[str, ...] = _default("publish")
+    bus_prefix: str = _default("bus_prefix")
     #: TLS certificate chain and private key (PEM); HTTPS and WSS when set.
     certfile: str | None = _default("certfile")
     keyfile: str | None = _default("keyfile")
@@ -676,4 +716,5 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         parser.error(str(exc))
     server = _values(args, SERVER)
     server["allow_origins"] = tuple(dict.fromkeys(server["allow_origins"]))
+    server["publish"] = tuple(dict.fromkeys(server["publish"]))
     return Settings(cameras=tuple(specs), **server)

@@ -63,6 +63,7 @@ setup(
     ],
     extras_require={
         "opencv": ["opencv-python-headless>=4.8"],
+        "cluster": ["nats-py>=2.6"],  # --publish and nats: cameras (cameras/bus.py)
         "bench": ["matplotlib>=3.7"],  # the plot of bench/fanout.py
         "test": [
             "pytest>=8",
@@ -76,6 +77,7 @@ setup(
             "websockets>=14",  # Firefox's page tests, over WebDriver BiDi
             "hypothesis>=6.100",  # fuzzing of paths, queries and options
             "cryptography>=42",  # a self-signed certificate for the HTTPS and WSS tests
+            "nats-py>=2.6",  # the origin and edges, through a real nats-server
             "ruff==0.17.6",  # pinned: formatting changes between releases
         ],
     },

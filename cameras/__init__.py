@@ -19,6 +19,7 @@ DRIVERS: dict[str, str] = {
     "opencv": "cameras.opencv:OpenCVCamera",
     "picamera2": "cameras.picam:PiCamera",
     "mjpeg": "cameras.relay:RelayCamera",
+    "nats": "cameras.bus:NatsCamera",
 }
 
 

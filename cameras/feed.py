@@ -221,6 +221,8 @@ class FrameFeed:
         #: and, for a variant's own feed, the feed it is a variant of.
         self.variants: Any = None
         self.variant_of: FrameFeed | None = None
+        #: The output to the message bus (:class:`cameras.bus.Publisher`), on an origin.
+        self.publisher: Any = None
 
     # -- viewers ------------------------------------------------------------
     @property
@@ -653,6 +655,7 @@ class FrameFeed:
             "max_variants": self.variants.max_variants if self.variants else 0,
             "variants": self.variants.status() if self.variants else {},
             "adapt_steps": self._adapt_steps(),
+            "publishing": self.publisher.status() if self.publisher is not None else None,
             "clients": self.clients(),
         }
 

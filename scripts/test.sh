@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine (a virtualenv with
 # the Python packages; Debian's chromium, firefox-esr, WebKitGTK's driver, Xvfb,
-# ffmpeg and nginx), then runs the
+# ffmpeg, nginx and nats-server), then runs the
 # linters and the whole test suite.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian's chromium, firefox-esr and WebKitGTK (webkit2gtk-driver, under xvfb: the
 # page tests run in all three engines), ffmpeg (a consumer of the stream, and the
-# check that recordings play) and nginx (the reverse-proxy tests).
+# check that recordings play), nginx (the reverse-proxy tests) and nats-server (an
+# origin and its edges).
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/firefox-esr ] || missing="$missing firefox-esr"
@@ -16,6 +17,7 @@ missing=""
 [ -x /usr/bin/Xvfb ] || missing="$missing xvfb"
 [ -x /usr/bin/ffmpeg ] && [ -x /usr/bin/ffprobe ] || missing="$missing ffmpeg"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || missing="$missing nats-server"
 if [ -n "$missing" ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -93,6 +93,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "--port": ("9000", 9000),
     "--allow-origin": ("https://a.example", ("https://a.example",)),
     "--frame-ancestors": ("'self'  https://dash.example", "'self' https://dash.example"),
+    "--publish": ("nats://127.0.0.1:4222", ("nats://127.0.0.1:4222",)),
+    "--bus-prefix": ("cams.site1", "cams.site1"),
     "--certfile": ("/etc/c.pem", "/etc/c.pem"),
     "--keyfile": ("/etc/k.pem", "/etc/k.pem"),
     "--max-clients": ("7", 7),

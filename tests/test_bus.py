@@ -1,0 +1,195 @@
+"""An origin and an edge through a real nats-server (cameras/bus.py): the edge's
+viewers get the origin's frames unchanged and in order, the origin's camera runs
+only while an edge (or a local viewer) wants it, and a restarted nats-server heals
+by itself; bad bus URLs are one line and exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tornado.websocket
+from tornado.httpclient import HTTPRequest
+
+from cameras.bus import parse_bus_url
+from handlers.ws import frame_info
+from tests.conftest import assert_one_line_error, run_cli
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+class NatsServer:
+    """``nats-server`` on a free loopback port, started and ended by its PID."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, port: int = -1) -> NatsServer:
+        log = self.folder / "nats.log"
+        self.proc = subprocess.Popen(
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-l", str(log)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            text = log.read_text() if log.exists() else ""
+            found = re.findall(r"Listening for client connections on 127\.0\.0\.1:(\d+)", text)
+            if found and (port == -1 or int(found[-1]) == port):
+                self.port = int(found[-1])
+                return self
+            assert self.proc.poll() is None, f"nats-server exited: {text}"
+            assert time.monotonic() < deadline, f"nats-server did not start: {text}"
+            time.sleep(0.05)  # polling its log with a deadline
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    assert Path(NATS_SERVER).exists(), "nats-server is not installed (scripts/test.sh installs it)"
+    server = NatsServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def status(proc) -> dict:
+    with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
+        return json.load(response)
+
+
+def wait_for(predicate, what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)  # polling with a deadline
+
+
+async def collect(port: int, count: int) -> list[tuple[bytes, int, float]]:
+    """``count`` frames of a WebSocket viewer: (the JPEG, seq, capture time)."""
+    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?adapt=0", request_timeout=5)
+    ws = await asyncio.wait_for(tornado.websocket.websocket_connect(request), 5)
+    frames = []
+    try:
+        while len(frames) < count:
+            message = await asyncio.wait_for(ws.read_message(), 10)
+            assert message is not None, "the socket closed"
+            if isinstance(message, bytes):
+                frames.append(frame_info(message))
+    finally:
+        ws.close()
+    return frames
+
+
+# -- URLs -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "camera", "server", "name"),
+    [
+        ("nats://127.0.0.1:4222", False, "nats://127.0.0.1:4222", ""),
+        ("nats://bus.example", False, "nats://bus.example:4222", ""),
+        ("tls://user:secret@bus.example:4443", False, "tls://user:secret@bus.example:4443", ""),
+        ("nats://127.0.0.1:4222/garage", True, "nats://127.0.0.1:4222", "garage"),
+    ],
+)
+def test_bus_urls(text, camera, server, name):
+    url = parse_bus_url(text, camera=camera)
+    assert (url.server, url.camera) == (server, name)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--publish", "http://127.0.0.1:4222"], "is not a NATS URL"),
+        (["--publish", "nats://127.0.0.1:4222/garage"], "--publish takes a server"),
+        (["--publish", "nats://127.0.0.1:99999"], "is not a NATS URL"),
+        (["--camera", "lobby=nats:nats://127.0.0.1:4222"], "names no camera"),
+        (["--camera", "lobby=nats:ftp://x/garage"], "is not a NATS URL"),
+        (["--bus-prefix", "a b"], "--bus-prefix"),
+    ],
+)
+def test_a_bad_bus_url_is_one_line_and_status_2(args, message):
+    assert_one_line_error(run_cli(*args, "--port", "0"), message)
+
+
+# -- an origin and an edge ---------------------------------------------------------------
+@pytest.mark.slow
+def test_an_edge_serves_the_origins_frames_unchanged_and_in_order(start_server, nats):
+    origin = start_server("--publish", nats.url, "--idle-timeout", "1")
+    edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated", "--idle-timeout", "1")
+
+    async def both() -> tuple[list, list]:
+        edge_frames = asyncio.ensure_future(collect(edge.port, 40))
+        origin_frames = asyncio.ensure_future(collect(origin.port, 60))
+        return await edge_frames, await origin_frames
+
+    at_edge, at_origin = asyncio.run(both())
+    by_time = {t: jpeg for jpeg, _, t in at_origin}
+    matched = [(jpeg, t) for jpeg, _, t in at_edge if t in by_time]
+    assert len(matched) >= 20, "the edge and the origin showed too few of the same frames"
+    assert all(jpeg == by_time[t] for jpeg, t in matched), "the edge re-encoded a frame"
+    seqs = [seq for _, seq, _ in at_edge]
+    times = [t for _, _, t in at_edge]
+    assert seqs == sorted(set(seqs)) and times == sorted(set(times)), "out of order or duplicated"
+    body = status(origin)["publishing"]
+    assert body["connected"] and body["frames_published"] > 0
+    assert list(body["edges"]) and body["edges"][next(iter(body["edges"]))] >= 0
+    assert status(edge)["driver"] == "nats"
+
+
+@pytest.mark.slow
+def test_the_origins_camera_runs_while_an_edge_wants_it(start_server, nats):
+    origin = start_server("--publish", nats.url, "--idle-timeout", "1")
+    edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated", "--idle-timeout", "1")
+    assert not status(origin)["running"], "the origin's camera runs with nobody watching"
+    viewer = urllib.request.urlopen(edge.url + "stream.mjpg", timeout=10)
+    try:
+        viewer.read(20000)
+        wait_for(lambda: status(origin)["running"], "the origin's camera never started for the edge")
+        wait_for(lambda: status(origin)["publishing"]["edge_viewers"] == 1, "the edge's viewer not counted")
+        assert viewer.read(20000)
+    finally:
+        viewer.close()
+    # The edge's camera idles out, it stops saying it is wanted, and the origin's camera stops.
+    wait_for(lambda: not status(edge)["running"], "the edge's camera did not stop")
+    wait_for(lambda: not status(origin)["running"], "the origin's camera kept running for nobody")
+    assert status(origin)["publishing"]["edges"] == {}
+
+
+@pytest.mark.slow
+def test_a_restarted_nats_server_heals_by_itself(start_server, nats):
+    origin = start_server("--publish", nats.url)
+    edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated")
+    viewer = urllib.request.urlopen(edge.url + "stream.mjpg", timeout=10)
+    try:
+        viewer.read(20000)
+        wait_for(lambda: status(edge)["online"], "the edge never got frames")
+        port = nats.port
+        nats.stop()
+        # Meanwhile: "no signal" at the edge (its viewer's stream goes on).
+        wait_for(lambda: not status(edge)["online"], "the edge did not notice the bus was gone")
+        assert viewer.read(5000)
+        nats.start(port)
+        wait_for(lambda: status(edge)["online"], "the edge did not come back by itself", timeout_s=20)
+        wait_for(lambda: status(origin)["publishing"]["connected"], "the origin did not reconnect")
+        assert status(origin)["publishing"]["bus_reconnects"] >= 1
+        assert viewer.read(20000)
+    finally:
+        viewer.close()
