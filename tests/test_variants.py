@@ -425,17 +425,24 @@ def test_an_mjpeg_viewer_adapts_only_when_it_asks(start_server):
     fixed.connect(("127.0.0.1", proc.port))
     fixed.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
     try:
-        deadline = time.monotonic() + 20
+        started = time.monotonic()
+        taken = {slow: 0, fixed: 0}
         clients: list[dict] = []
-        while time.monotonic() < deadline:
-            for sock in (slow, fixed):  # read a little now and then: a slow link
-                sock.settimeout(0.05)
-                with contextlib.suppress(TimeoutError):
-                    sock.recv(2048)
-            with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
-                clients = json.load(response)["clients"]
-            if any(c["adapt"] and c["adapted"] for c in clients):
-                break
+        next_look = started
+        while time.monotonic() - started < 25:
+            for sock in (slow, fixed):  # each read at most 60 KB/s: a slow link (24 KB frames)
+                allowed = 60_000 * (time.monotonic() - started) - taken[sock]
+                if allowed >= 2048:
+                    sock.settimeout(0.01)
+                    with contextlib.suppress(TimeoutError):
+                        taken[sock] += len(sock.recv(2048))
+            time.sleep(0.005)  # pacing the reads
+            if time.monotonic() >= next_look:
+                next_look += 0.5
+                with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
+                    clients = json.load(response)["clients"]
+                if any(c["adapt"] and c["adapted"] for c in clients):
+                    break
         by_adapt = {c["adapt"]: c for c in clients}
         assert by_adapt[True]["adapted"] and by_adapt[True]["width"] < 640, json.dumps(clients)
         assert by_adapt[False]["variant"] == "source" and not by_adapt[False]["adapted"], clients
