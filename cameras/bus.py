@@ -142,8 +142,10 @@ class BusThread:
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
         self.connected = False
-        #: Times the connection was lost and made again.
+        #: Times the connection was lost and made again; messages nats-py dropped
+        #: because a subscription had its pending limit (a consumer behind).
         self.reconnects = 0
+        self.dropped = 0
         self.error: str | None = None
 
     def start(self) -> None:
@@ -230,6 +232,11 @@ class BusThread:
             self._on_state(connected)
 
     async def _error(self, exc: Exception) -> None:
+        from nats.errors import SlowConsumerError
+
+        if isinstance(exc, SlowConsumerError):
+            self.dropped += 1
+            return
         log.debug("%s: NATS: %s", self.name, exc)
 
     async def _disconnected(self) -> None:
@@ -401,6 +408,9 @@ class NatsCamera(Camera):
         self._last_frame_at = 0.0
         self._rate: list[float] = []
         self.frames_received = 0
+        #: Frames and reconnections of the connections of earlier runs (a connection per run).
+        self.frames_dropped = 0
+        self.reconnects = 0
         self._online_seen = False
         self.bus: BusThread | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -428,6 +438,8 @@ class NatsCamera(Camera):
         bus, self.bus = self.bus, None
         if bus is not None:
             bus.stop()
+            self.frames_dropped += bus.dropped
+            self.reconnects += bus.reconnects
         log.info("%s camera stopped", self.config.name)
 
     def latest(self) -> Frame | None:
@@ -451,6 +463,20 @@ class NatsCamera(Camera):
         if bus is not None and bus.error:
             return bus.error
         return f"no frame from the origin's camera {self.url.camera} on {self.url.server}"
+
+    def bus_status(self) -> dict[str, Any]:
+        """The subscription's figures, for ``/status`` (``"bus"``) and ``/metrics``."""
+        bus = self.bus
+        return {
+            "server": self.url.server,
+            "camera": self.url.camera,
+            "subject": frames_subject(self.prefix, self.url.camera),
+            "connected": bool(bus and bus.connected),
+            "error": bus.error if bus else None,
+            "frames_received": self.frames_received,
+            "frames_dropped": self.frames_dropped + (bus.dropped if bus else 0),
+            "bus_reconnects": self.reconnects + (bus.reconnects if bus else 0),
+        }
 
     @property
     def measured_fps(self) -> float:

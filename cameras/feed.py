@@ -656,6 +656,7 @@ class FrameFeed:
             "variants": self.variants.status() if self.variants else {},
             "adapt_steps": self._adapt_steps(),
             "publishing": self.publisher.status() if self.publisher is not None else None,
+            "bus": cam.bus_status() if hasattr(cam, "bus_status") else None,
             "clients": self.clients(),
         }
 

@@ -46,6 +46,17 @@ RECORDING_COUNTERS = {
 }
 
 
+#: Counters of the message bus, as named in ``/status``'s ``"publishing"`` (an
+#: origin) and ``"bus"`` (an edge's camera) objects.
+BUS_COUNTERS = {
+    "frames_published": "Frames published to the bus (an origin).",
+    "frames_not_published": "Frames the bus did not take (replaced by a newer one, or disconnected).",
+    "frames_received": "Frames received from the bus (an edge).",
+    "frames_dropped": "Frames the edge's subscription dropped for being late.",
+    "bus_reconnects": "Times the connection to the bus was lost and made again.",
+}
+
+
 class FeedCollector(Collector):
     """Per camera, the counters of its ``/status`` under the same names
     (:data:`FEED_COUNTERS`, :data:`RECORDING_COUNTERS`), viewers by kind, and
@@ -80,6 +91,13 @@ class FeedCollector(Collector):
         running_variants = GaugeMetricFamily(
             "camstream_variant_running", "1 while a variant encodes.", labels=["camera", "variant"]
         )
+        bus_counters = {
+            key: CounterMetricFamily(f"camstream_{key}", doc, labels=["camera"])
+            for key, doc in BUS_COUNTERS.items()
+        }
+        edges = GaugeMetricFamily(
+            "camstream_edge_viewers", "Viewers of the edges heard from (an origin).", labels=["camera"]
+        )
         steps = CounterMetricFamily(
             "camstream_adapt_steps",
             "Viewers moved to a smaller (down) or larger (up) variant by adaptation.",
@@ -95,6 +113,11 @@ class FeedCollector(Collector):
                 running_variants.add_metric([name, label], 1 if variant["running"] else 0)
             for direction, count in status["adapt_steps"].items():
                 steps.add_metric([name, direction], count)
+            for part in (status.get("publishing"), status.get("bus")):
+                for key in BUS_COUNTERS.keys() & (part or {}).keys():
+                    bus_counters[key].add_metric([name], part[key])
+            if status.get("publishing"):
+                edges.add_metric([name], status["publishing"]["edge_viewers"])
             for key in FEED_COUNTERS:
                 counters[key].add_metric([name], status[key])
             recording = status.get("recording")
@@ -108,6 +131,7 @@ class FeedCollector(Collector):
             running.add_metric([name], 1 if status["running"] else 0)
         yield from counters.values()
         yield from (viewers, online, running, by_variant, encoded, encode_cpu, running_variants, steps)
+        yield from (*bus_counters.values(), edges)
 
 
 def make_registry(feeds: Mapping[str, FrameFeed]) -> CollectorRegistry:

@@ -3,6 +3,7 @@ process, and real browsers of three engines (tests/browsers.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -91,6 +92,17 @@ def app(settings: server.Settings, feed: FrameFeed):
 def port(http_server, http_port: int) -> int:
     """The loopback port of a running in-process server (pytest-tornado)."""
     return http_port
+
+
+def run_private(coroutine):
+    """Run ``coroutine`` to its end on a loop of its own, closed after, without touching
+    the thread's current event loop (asyncio.run resets it, and so frees whatever loop
+    an earlier test left there: its "unclosed" warning would land on this test)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
 
 
 # -- the command line and a real server process ---------------------------------

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -21,7 +22,7 @@ from tornado.httpclient import HTTPRequest
 
 from cameras.bus import parse_bus_url
 from handlers.ws import frame_info
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, run_private
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -74,6 +75,15 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
 def status(proc) -> dict:
     with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
         return json.load(response)
+
+
+def metric(proc, name: str) -> float:
+    """The value of one sample (``name{labels}``) of a server's /metrics."""
+    with urllib.request.urlopen(proc.url + "metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"no {name} in /metrics")
 
 
 def wait_for(predicate, what: str, timeout_s: float = 15.0) -> None:
@@ -140,7 +150,7 @@ def test_an_edge_serves_the_origins_frames_unchanged_and_in_order(start_server, 
         origin_frames = asyncio.ensure_future(collect(origin.port, 60))
         return await edge_frames, await origin_frames
 
-    at_edge, at_origin = asyncio.run(both())
+    at_edge, at_origin = run_private(both())
     by_time = {t: jpeg for jpeg, _, t in at_origin}
     matched = [(jpeg, t) for jpeg, _, t in at_edge if t in by_time]
     assert len(matched) >= 20, "the edge and the origin showed too few of the same frames"
@@ -151,7 +161,13 @@ def test_an_edge_serves_the_origins_frames_unchanged_and_in_order(start_server, 
     body = status(origin)["publishing"]
     assert body["connected"] and body["frames_published"] > 0
     assert list(body["edges"]) and body["edges"][next(iter(body["edges"]))] >= 0
-    assert status(edge)["driver"] == "nats"
+    at = status(edge)
+    assert at["driver"] == "nats" and at["bus"]["frames_received"] >= 40 and at["bus"]["connected"]
+    # /metrics on both sides, under the names of /status.
+    published = metric(origin, 'camstream_frames_published_total{camera="emulated"}')
+    assert published >= body["frames_published"]
+    assert metric(edge, 'camstream_frames_received_total{camera="lobby"}') >= 40
+    assert metric(edge, 'camstream_bus_reconnects_total{camera="lobby"}') == 0
 
 
 @pytest.mark.slow
@@ -191,5 +207,31 @@ def test_a_restarted_nats_server_heals_by_itself(start_server, nats):
         wait_for(lambda: status(origin)["publishing"]["connected"], "the origin did not reconnect")
         assert status(origin)["publishing"]["bus_reconnects"] >= 1
         assert viewer.read(20000)
+    finally:
+        viewer.close()
+
+
+@pytest.mark.slow
+def test_an_edge_stopped_for_2_s_resumes_with_the_newest_frame_not_a_backlog(start_server, nats):
+    origin = start_server("--publish", nats.url)
+    edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated")
+    viewer = urllib.request.urlopen(edge.url + "stream.mjpg", timeout=10)
+    try:
+        viewer.read(20000)
+        wait_for(lambda: status(edge)["online"], "the edge never got frames")
+        edge.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(2.0)  # the edge stopped for 2 s: the condition under test, not a synchronisation
+        finally:
+            edge.proc.send_signal(signal.SIGCONT)
+        resumed = time.time()
+
+        def fresh() -> bool:
+            with urllib.request.urlopen(edge.url + "snapshot.jpg", timeout=5) as response:
+                return float(response.headers["X-Timestamp"]) >= resumed - 0.2
+
+        # The newest frame within a second, not the 2 s of frames in between one by one.
+        wait_for(fresh, "the edge still served old frames a second after it resumed", timeout_s=1.0)
+        assert status(origin)["publishing"]["connected"]
     finally:
         viewer.close()

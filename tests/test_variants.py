@@ -24,6 +24,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 import server
 from cameras.jpeg import jpeg_size
 from handlers.ws import frame_info
+from tests.conftest import run_private
 from tests.fakes import jpeg
 from tests.mjpeg_client import open_stream, read_parts
 
@@ -281,7 +282,7 @@ def test_a_still_camera_sends_each_picture_once_then_about_once_a_second(start_s
         ws.close()
         return seqs
 
-    seqs = asyncio.run(watch())
+    seqs = run_private(watch())
     # 90 frames captured, every one the same bytes: the first, then the keep-alive
     # repeat (same seq) about once a second.
     assert 2 <= len(seqs) <= 6, seqs
@@ -534,4 +535,4 @@ def test_a_width_asked_of_a_cold_camera_snaps_to_its_real_size(start_server, tmp
             assert time.monotonic() < deadline, "never 48x36"
         ws.close()
 
-    asyncio.run(watch())
+    run_private(watch())
