@@ -131,7 +131,8 @@ class FeedCollector(Collector):
             running.add_metric([name], 1 if status["running"] else 0)
         yield from counters.values()
         yield from (viewers, online, running, by_variant, encoded, encode_cpu, running_variants, steps)
-        yield from (*bus_counters.values(), edges)
+        # Only on servers with a bus (an origin or an edge): no empty families elsewhere.
+        yield from (family for family in (*bus_counters.values(), edges) if family.samples)
 
 
 def make_registry(feeds: Mapping[str, FrameFeed]) -> CollectorRegistry:
