@@ -238,10 +238,10 @@ class FrameFeed:
             raise CameraError("the server is shutting down")
         self._activate()
         self._slots[slot.sub] = slot
-        # Behind from the start: a warm camera's newest frame (or "no signal"
-        # picture) goes out on the next tick rather than one frame interval
-        # later, and a still camera's (whose next frames are the same bytes) at all.
-        self._behind.add(slot)
+        if self.camera.running and self.camera.latest() is not None:
+            # A warm camera: the newest frame (or "no signal" picture) goes out on
+            # the next tick rather than one frame interval later.
+            self._behind.add(slot)
 
     def move(self, sub: Subscriber, other: FrameFeed) -> None:
         """Move a viewer of this feed to ``other`` (another variant of the same
@@ -361,6 +361,7 @@ class FrameFeed:
     def _start_camera(self) -> None:
         self.camera.start()
         self.camera_starts += 1
+        self._frame = None  # a restarted camera's first frame is new, whatever its bytes
         self._last_new_at = self._clock.monotonic()
 
     def _wanted(self) -> bool:
