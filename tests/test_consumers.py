@@ -246,8 +246,10 @@ def assert_camera_frames(indices: list[int], palette: list[tuple[int, int, int]]
 
 def ffmpeg_frames(ffmpeg: str, url: str, count: int, size: tuple[int, int]) -> list[Image.Image]:
     """``ffmpeg -i URL -frames:v COUNT`` decoded to raw RGB on a pipe, as Pillow images."""
+    # -fps_mode passthrough: each decoded frame once, as it came (ffmpeg's default for
+    # rawvideo may repeat one to fill a gap in the timestamps: that is not the server's).
     result = run_tool(
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-i", url,
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-i", url, "-fps_mode", "passthrough",
         "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode(errors="replace")
