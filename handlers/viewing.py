@@ -42,45 +42,31 @@ class BadRequest(ValueError):
     """A viewer's parameter is out of range; the message names the allowed values."""
 
 
+def _whole(value: str | int | float | None, high: int, rule: str) -> int | None:
+    """A whole number 1-``high`` from a query's text or a control message's number;
+    None when absent.  Raises BadRequest(``rule``) for anything else (a boolean too)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(high)):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise BadRequest(rule)
+    return value
+
+
 def parse_width(text: str | int | float | None) -> int | None:
     """``?width=`` (text) or a control message's ``width`` (a number): pixels,
     or None when absent (full size).  Raises BadRequest (``0`` too: a control
     message's 0 means full size, its handler's business)."""
-    if text is None:
-        return None
-    if isinstance(text, bool):
-        raise BadRequest(WIDTH_RULE)
-    if isinstance(text, float) and text.is_integer():
-        text = int(text)
-    if isinstance(text, int):
-        value = text
-    elif isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6:
-        value = int(text)
-    else:
-        raise BadRequest(WIDTH_RULE)
-    if not 1 <= value <= MAX_WIDTH:
-        raise BadRequest(WIDTH_RULE)
-    return value
+    return _whole(text, MAX_WIDTH, WIDTH_RULE)
 
 
 def parse_quality(text: str | int | float | None) -> int | None:
     """``?quality=`` or a control message's ``quality``: 1-100, or None (the
     camera's own).  Raises BadRequest."""
-    if text is None:
-        return None
-    if isinstance(text, bool):
-        raise BadRequest(QUALITY_RULE)
-    if isinstance(text, float) and text.is_integer():
-        text = int(text)
-    if isinstance(text, int):
-        value = text
-    elif isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 3:
-        value = int(text)
-    else:
-        raise BadRequest(QUALITY_RULE)
-    if not 1 <= value <= 100:
-        raise BadRequest(QUALITY_RULE)
-    return value
+    return _whole(text, 100, QUALITY_RULE)
 
 
 def parse_adapt(text: str | None, default: bool) -> bool:
