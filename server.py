@@ -174,6 +174,7 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
             feed.variants = Variants(feed, spec.config.max_variants)
             if isinstance(camera, NatsCamera):
                 camera.prefix = settings.bus_prefix
+                camera.auth = settings.bus_auth
                 camera.viewers = lambda feed=feed: feed.viewer_count
     except CameraError:
         for feed in feeds.values():
@@ -312,7 +313,7 @@ async def serve(settings: Settings) -> None:
     except CameraError as exc:
         _fail(str(exc))
     try:
-        sockets = bind_sockets(settings.port, settings.host)
+        sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.reuse_port)
     except (OSError, socket.gaierror) as exc:
         await close_feeds(feeds)
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
@@ -330,8 +331,11 @@ async def serve(settings: Settings) -> None:
         await close_feeds(feeds)
         _fail(str(exc))
     # The origin of edge servers: every camera's frames to the bus (an output of its feed).
-    publishers = [Publisher(feed, list(settings.publish), settings.bus_prefix) for feed in feeds.values()]
-    publishers = publishers if settings.publish else []
+    publishers = [
+        Publisher(feed, list(settings.publish), settings.bus_prefix, settings.bus_auth)
+        for feed in feeds.values()
+        if settings.publish
+    ]
     for publisher in publishers:
         publisher.feed.publisher = publisher
         try:

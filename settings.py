@@ -191,6 +191,27 @@ def _bus_servers(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _bus_auth(text: str) -> str:
+    if not text or len(text) > 4096 or not all(32 < ord(c) < 127 for c in text):
+        raise argparse.ArgumentTypeError("give USER:PASSWORD or a token: printable ASCII, no spaces")
+    user, colon, password = text.partition(":")
+    if colon and not (user and password):
+        raise argparse.ArgumentTypeError("give USER:PASSWORD, both not empty, or a token")
+    return text
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _switch(text: str) -> bool:
+    """A switch's value in the environment: 1/true/yes/on or 0/false/no/off."""
+    if text.strip().lower() in TRUE:
+        return True
+    if text.strip().lower() in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (true/false, yes/no, on/off)")
+
+
 def _bus_prefix(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", text):
         raise argparse.ArgumentTypeError(f"{text!r}: letters, digits, '-' and '_', in dot-separated tokens")
@@ -269,6 +290,8 @@ class Option:
     @property
     def shown_default(self) -> str:
         """The default as the help and the README show it: ``"30"``, ``"none"``."""
+        if self.default is False:
+            return "off"
         if self.default is None or self.default in ("", ()):
             return "none"
         if isinstance(self.default, float):
@@ -341,12 +364,41 @@ OPTIONS: tuple[Option, ...] = (
         action=_ExtendOrigins,
     ),
     Option(
+        "--bus-auth",
+        "network",
+        "the NATS credentials of --publish and of nats: cameras whose URL gives none: "
+        "USER:PASSWORD, or a token",
+        parse=_bus_auth,
+        metavar="USER:PASSWORD|TOKEN",
+        exclusive="bus_auth",
+    ),
+    Option(
+        "--bus-auth-file",
+        "network",
+        "the same, read from the first line of a file (not visible in the process list)",
+        parse=_secret_file(_bus_auth),
+        metavar="PATH",
+        field="bus_auth",
+        env=(),
+        exclusive="bus_auth",
+    ),
+    Option(
         "--bus-prefix",
         "network",
         "the first token of every NATS subject (PREFIX.CAMERA.frames, PREFIX.CAMERA.interest)",
         default="camstream",
         parse=_bus_prefix,
         metavar="PREFIX",
+    ),
+    Option(
+        "--reuse-port",
+        "network",
+        "share the port with other server processes (SO_REUSEPORT): start N edges with the same "
+        "--port and the kernel spreads the connections over them, one core each; the environment "
+        "takes 1 or 0",
+        default=False,
+        parse=_switch,
+        action="store_true",
     ),
     Option("--certfile", "network", "serve HTTPS and WSS with this certificate chain (PEM)", metavar="PEM"),
     Option("--keyfile", "network", "the private key of --certfile (if not in the same file)", metavar="PEM"),
@@ -582,6 +634,10 @@ class Settings:
     #: NATS servers every camera's frames are published to (``--publish``), and the subjects' prefix.
     publish: tuple[str, ...] = _default("publish")
     bus_prefix: str = _default("bus_prefix")
+    #: NATS credentials (``USER:PASSWORD`` or a token) for bus URLs that give none.
+    bus_auth: str | None = _default("bus_auth")
+    #: Bind with SO_REUSEPORT, so several processes share the port.
+    reuse_port: bool = _default("reuse_port")
     #: TLS certificate chain and private key (PEM); HTTPS and WSS when set.
     certfile: str | None = _default("certfile")
     keyfile: str | None = _default("keyfile")
@@ -656,7 +712,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             "help": option.help_text(),
             "metavar": option.metavar or option.name.upper().replace("-", "_"),
         }
-        if option.action == "append":
+        if option.action == "store_true":
+            # A switch: no value on the command line; the environment's read by parse_settings.
+            names = option.env_names
+            kwargs.pop("metavar")
+            kwargs.update(action="store_true", default=env.get(names[0], option.default) if names else False)
+        elif option.action == "append":
             # Read in _camera_specs: the environment's camera applies only
             # when neither the command line nor a config file gives any.
             kwargs.update(action="append", default=None)
@@ -714,6 +775,13 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         specs = _camera_specs(args, env, defaults)
     except CameraError as exc:
         parser.error(str(exc))
+    for option in OPTIONS:
+        value = getattr(args, option.destination)
+        if option.action == "store_true" and isinstance(value, str):
+            try:
+                setattr(args, option.destination, _switch(value))
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{option.env_names[0]}: {exc}")
     server = _values(args, SERVER)
     server["allow_origins"] = tuple(dict.fromkeys(server["allow_origins"]))
     server["publish"] = tuple(dict.fromkeys(server["publish"]))

@@ -26,6 +26,7 @@ bus is used.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -53,6 +54,8 @@ INTEREST_TTL_S = 3.0
 #: An edge shows "no signal" after this long without a frame, seconds.
 SILENCE_S = 2.0
 SCHEMES = ("nats", "tls")
+#: An edge's bus latency (capture to arrival) is told over this many frames.
+LATENCY_FRAMES = 1000
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,15 @@ def require_client() -> None:
         raise CameraError(f"the NATS client is not installed (pip install -e '.[cluster]'): {exc}") from None
 
 
+def auth_options(servers: list[str], auth: str | None) -> dict[str, str]:
+    """nats-py's credentials for ``auth`` (``USER:PASSWORD`` or a token), unless a
+    server's URL gives its own (``nats://user:pass@host``), which then win."""
+    if not auth or any(urllib.parse.urlsplit(url).username for url in servers):
+        return {}
+    user, colon, password = auth.partition(":")
+    return {"user": user, "password": password} if colon else {"token": auth}
+
+
 def frames_subject(prefix: str, camera: str) -> str:
     return f"{prefix}.{camera}.frames"
 
@@ -132,8 +144,10 @@ class BusThread:
         name: str,
         setup: Callable[[Any], Any] | None = None,
         on_state: Callable[[bool], None] | None = None,
+        auth: str | None = None,
     ) -> None:
         self.servers = servers
+        self._auth = auth_options(servers, auth)
         self.name = name
         self._setup = setup
         self._on_state = on_state or (lambda connected: None)
@@ -202,6 +216,7 @@ class BusThread:
                     error_cb=self._error,
                     disconnected_cb=self._disconnected,
                     reconnected_cb=self._reconnected,
+                    **self._auth,
                 )
             except Exception as exc:  # the first connection: nats-py does not retry it
                 self._set_error(
@@ -262,12 +277,14 @@ class Publisher:
 
     kind = "publishing"
 
-    def __init__(self, feed: Any, servers: list[str], prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, feed: Any, servers: list[str], prefix: str = DEFAULT_PREFIX, auth: str | None = None
+    ) -> None:
         self.feed = feed
         self.servers = servers
         self.prefix = prefix
         self.subject = frames_subject(prefix, feed.name)
-        self.bus = BusThread(servers, f"camstream origin {feed.name}", setup=self._subscribe)
+        self.bus = BusThread(servers, f"camstream origin {feed.name}", setup=self._subscribe, auth=auth)
         self._waiting: Frame | None = None
         self._lock = threading.Lock()
         self._wake_pending = False
@@ -401,6 +418,10 @@ class NatsCamera(Camera):
         require_client()
         self.url = url
         self.prefix = prefix
+        #: ``--bus-auth``: USER:PASSWORD or a token (the server sets it), if the URL gives none.
+        self.auth: str | None = None
+        #: Capture (the origin's clock) to arrival here, seconds, of the last frames.
+        self._latency: collections.deque[float] = collections.deque(maxlen=LATENCY_FRAMES)
         self.edge_id = f"{socket.gethostname()}:{os.getpid()}:{config.name}"
         self._frame: Frame | None = None
         self._seq = 0
@@ -426,7 +447,10 @@ class NatsCamera(Camera):
         self._frame = None
         self._online_seen = False
         self._last_frame_at = time.monotonic()
-        self.bus = BusThread([self.url.server], f"camstream edge {self.config.name}", setup=self._setup)
+        self._latency.clear()
+        self.bus = BusThread(
+            [self.url.server], f"camstream edge {self.config.name}", setup=self._setup, auth=self.auth
+        )
         self.bus.start()
         self.bus.call(self._start_tasks)
         log.info("%s camera started (NATS %s, camera %s)", self.config.name, self.url.server, self.url.camera)
@@ -476,7 +500,21 @@ class NatsCamera(Camera):
             "frames_received": self.frames_received,
             "frames_dropped": self.frames_dropped + (bus.dropped if bus else 0),
             "bus_reconnects": self.reconnects + (bus.reconnects if bus else 0),
+            "latency_ms": self.latency_ms(),
         }
+
+    def latency_ms(self) -> dict[str, float] | None:
+        """p50 and p99 of capture (the origin's clock) to arrival here, milliseconds,
+        over the last :data:`LATENCY_FRAMES` frames; None before any.  Across
+        machines it includes their clocks' difference."""
+        samples = sorted(self._latency)
+        if not samples:
+            return None
+
+        def at(q: float) -> float:
+            return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 2)
+
+        return {"p50": at(0.50), "p99": at(0.99), "frames": len(samples)}
 
     @property
     def measured_fps(self) -> float:
@@ -542,6 +580,8 @@ class NatsCamera(Camera):
         live = headers.get("Camstream-Live", "1") != "0"
         if not self._running:
             return
+        if live:
+            self._latency.append(time.time() - timestamp)
         self._seq += 1
         frame = Frame(bytes(msg.data), self._seq, timestamp, width, height, live)
         self._frame = frame

@@ -17,20 +17,15 @@ Plus plain HTTP checks of ``--base-path`` (routes, 404s, the redirect of
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import logging
-import os
 import re
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -38,12 +33,11 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 import server
 from tests.conftest import ServerProcess, assert_one_line_error, run_cli
+from tests.nginx import Nginx, fetch
 
 pytestmark = pytest.mark.slow
 
 log = logging.getLogger(__name__)
-
-NGINX = "/usr/sbin/nginx"
 
 #: The proxied WebSocket: HTTP/1.1 and the upgrade headers passed on; no buffering of
 #: streams.  The browser's Host (with its port) passed on too: the server accepts a
@@ -56,19 +50,7 @@ UPGRADE = """
             proxy_set_header Connection $connection_upgrade;
             proxy_buffering off;"""
 
-NGINX_CONF = """
-{user}
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{
-    worker_connections 512;
-}}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-{other_temp_paths}
+NGINX_HTTP = """
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         ''      close;
@@ -120,103 +102,7 @@ http {{
             proxy_pass http://127.0.0.1:{p2};{upgrade}
         }}
     }}
-}}
 """
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now (the OS's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def fetch(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """``GET path`` on the loopback ``port``; redirects not followed; the body of
-    a stream (an endless response) is not read."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        kind = response.getheader("Content-Type", "")
-        body = b"" if kind.startswith("multipart/") else response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-    finally:
-        conn.close()
-
-
-class Nginx:
-    """``nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'``: every file it writes is under DIR."""
-
-    def __init__(self, folder: Path, upstreams: dict[str, int]) -> None:
-        self.folder = folder
-        self.upstreams = upstreams
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def config(self) -> str:
-        built = subprocess.run([NGINX, "-V"], capture_output=True, text=True, timeout=10).stderr
-        other = "".join(
-            f"    {name}_temp_path {self.folder}/{name};\n"
-            for name in ("fastcgi", "uwsgi", "scgi")
-            if f"--without-http_{name}_module" not in built
-        )
-        return NGINX_CONF.format(
-            # Workers of a master running as root would run as nobody, who cannot write here.
-            user="user root;" if os.geteuid() == 0 else "",
-            dir=self.folder,
-            port=self.port,
-            other_temp_paths=other,
-            upgrade=UPGRADE,
-            **self.upstreams,
-        )
-
-    def start(self, timeout_s: float = 20.0) -> Nginx:
-        self.port = free_port()
-        conf = self.folder / "nginx.conf"
-        conf.write_text(self.config())
-        out = open(self.folder / "nginx.out", "wb")  # noqa: SIM115 - closed in stop()
-        self._out = out
-        folder = str(self.folder)
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", folder, "-e", f"{folder}/error.log", "-c", str(conf), "-g", "daemon off;"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"nginx exited with {self.proc and self.proc.returncode}:\n{self.logs()}")
-            try:
-                if fetch(self.port, "/webcam/status")[0] == 200:
-                    log.info("nginx listening on %s", self.url)
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)  # polling nginx with a deadline
-        self.stop()
-        raise TimeoutError(f"nginx did not answer within {timeout_s} s:\n{self.logs()}")
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()  # SIGTERM: nginx's fast shutdown, streams included
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if getattr(self, "_out", None):
-            self._out.close()
-
-    def logs(self) -> str:
-        files = (self.folder / "nginx.out", self.folder / "error.log")
-        return "".join(p.read_text(errors="replace") for p in files if p.exists())
 
 
 @dataclass
@@ -237,8 +123,6 @@ class Proxy:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     """nginx in front of three server processes, for the whole module."""
-    if not os.path.exists(NGINX):
-        pytest.fail(f"{NGINX} is missing: run scripts/test.sh, which installs Debian's nginx-light")
     root = tmp_path_factory.mktemp("proxy")
     servers: list[ServerProcess] = []
     nginx = None
@@ -267,7 +151,12 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         based = start("based", "--base-path", "/cam2", *two)
         grid = start("grid", *two)
         (root / "nginx").mkdir()
-        nginx = Nginx(root / "nginx", {"p1": plain.port, "p2": based.port, "p3": grid.port}).start()
+        upstreams = {"p1": plain.port, "p2": based.port, "p3": grid.port}
+
+        def http(port: int) -> str:
+            return NGINX_HTTP.format(port=port, upgrade=UPGRADE, **upstreams)
+
+        nginx = Nginx(root / "nginx", http, "/webcam/status").start()
         yield Proxy(nginx, plain, based, grid)
     finally:
         if nginx is not None:
@@ -278,8 +167,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         text = proc.log_text()
         assert "Traceback" not in text, text
         assert " ERROR " not in text, text
-    errors = [line for line in nginx.logs().splitlines() if re.search(r"\[(error|crit|alert|emerg)\]", line)]
-    assert errors == [], "\n".join(errors)
+    assert nginx.errors() == [], "\n".join(nginx.errors())
 
 
 # -- in the browser, through nginx -------------------------------------------

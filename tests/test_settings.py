@@ -94,7 +94,9 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "--allow-origin": ("https://a.example", ("https://a.example",)),
     "--frame-ancestors": ("'self'  https://dash.example", "'self' https://dash.example"),
     "--publish": ("nats://127.0.0.1:4222", ("nats://127.0.0.1:4222",)),
+    "--bus-auth": ("edge:s3cret", "edge:s3cret"),
     "--bus-prefix": ("cams.site1", "cams.site1"),
+    "--reuse-port": ("1", True),
     "--certfile": ("/etc/c.pem", "/etc/c.pem"),
     "--keyfile": ("/etc/k.pem", "/etc/k.pem"),
     "--max-clients": ("7", 7),
@@ -133,7 +135,8 @@ def test_the_environment_and_the_command_line_set_each_option(option, config_fil
     extra = {"CAMSTREAM_RECORD": "/var/rec"} if option.into == table.RECORD else {}
     for name in option.env_names:
         assert value_of(parse_settings([], env={**extra, name: text}), option) == expected, name
-    assert value_of(parse_settings([option.flag, text], env=extra), option) == expected
+    argv = [option.flag] if option.action == "store_true" else [option.flag, text]  # a switch takes no value
+    assert value_of(parse_settings(argv, env=extra), option) == expected
 
 
 def test_the_command_line_wins_over_the_environment():
@@ -167,6 +170,16 @@ def test_secret_files(tmp_path):
     argv = ["--auth-file", str(tmp_path / "auth"), "--token-file", str(tmp_path / "token")]
     settings = parse_settings(argv, env={"CAMSTREAM_AUTH": "other:pw"})
     assert (settings.auth, settings.token) == ("user:secret", "0123456789abcdef")
+    (tmp_path / "bus").write_text("s3cr3t-token\n")
+    assert parse_settings(["--bus-auth-file", str(tmp_path / "bus")], env={}).bus_auth == "s3cr3t-token"
+
+
+def test_a_switch_reads_the_usual_words_from_the_environment():
+    for text in ("1", "true", "Yes", "on"):
+        assert parse_settings([], env={"CAMSTREAM_REUSE_PORT": text}).reuse_port is True
+    for text in ("0", "false", "no", "OFF", ""):
+        assert parse_settings([], env={"CAMSTREAM_REUSE_PORT": text}).reuse_port is False
+    assert "CAMSTREAM_REUSE_PORT: 'maybe'" in exit_line([], env={"CAMSTREAM_REUSE_PORT": "maybe"})
 
 
 # -- ranges ---------------------------------------------------------------------
@@ -253,6 +266,9 @@ def test_one_message_for_an_unknown_driver(tmp_path):
         (["--log-level", "chatty"], {}, "--log-level"),
         (["--token", "short"], {}, "a token is at least 8"),
         (["--auth-file", "/nonexistent"], {}, "/nonexistent: No such file"),
+        (["--bus-auth", "user:"], {}, "--bus-auth"),
+        ([], {"CAMSTREAM_BUS_AUTH": "a b"}, "--bus-auth"),
+        (["--bus-auth", "a:b", "--bus-auth-file", "/etc/hostname"], {}, "not allowed with argument"),
         (["--base-path", "/a b"], {}, "--base-path"),
         (["--frame-ancestors", "https://a.example; script-src *"], {}, "argument --frame-ancestors: 'https"),
         ([], {"CAMSTREAM_FRAME_ANCESTORS": "'none' 'self'"}, "'none' cannot be combined"),
