@@ -140,3 +140,19 @@ class Nginx:
     def errors(self) -> list[str]:
         """The lines of its error log at level error or worse."""
         return [line for line in self.logs().splitlines() if re.search(r"\[(error|crit|alert|emerg)\]", line)]
+
+
+#: The configuration the README gives for nginx in front of the edges.
+EDGES_CONF = Path(__file__).resolve().parent.parent / "docs" / "nginx-edges.conf"
+
+
+def edges_http(port: int, edges: list[int]) -> str:
+    """docs/nginx-edges.conf as it is, but listening on 127.0.0.1:``port`` and
+    with the edges on these loopback ports in its upstream (for :class:`Nginx`)."""
+    text = EDGES_CONF.read_text()
+    servers = re.findall(r"^ *server 127\.0\.0\.1:\d+ (.*);$", text, re.MULTILINE)
+    assert servers and "listen 80;" in text, "docs/nginx-edges.conf changed its shape"
+    options = servers[0]
+    upstream = "".join(f"    server 127.0.0.1:{edge} {options};\n" for edge in edges)
+    text = re.sub(r"(^ *server 127\.0\.0\.1:\d+ .*;\n)+", upstream, text, count=1, flags=re.MULTILINE)
+    return text.replace("listen 80;", f"listen 127.0.0.1:{port};")

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,45 +20,7 @@ from tornado.httpclient import HTTPRequest
 from cameras.bus import parse_bus_url
 from handlers.ws import frame_info
 from tests.conftest import assert_one_line_error, run_cli, run_private
-
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-class NatsServer:
-    """``nats-server`` on a free loopback port, started and ended by its PID."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self, port: int = -1) -> NatsServer:
-        log = self.folder / "nats.log"
-        self.proc = subprocess.Popen(
-            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-l", str(log)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            text = log.read_text() if log.exists() else ""
-            found = re.findall(r"Listening for client connections on 127\.0\.0\.1:(\d+)", text)
-            if found and (port == -1 or int(found[-1]) == port):
-                self.port = int(found[-1])
-                return self
-            assert self.proc.poll() is None, f"nats-server exited: {text}"
-            assert time.monotonic() < deadline, f"nats-server did not start: {text}"
-            time.sleep(0.05)  # polling its log with a deadline
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
+from tests.natsserver import NATS_SERVER, NatsServer
 
 
 @pytest.fixture
