@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 
@@ -37,6 +38,8 @@ class StatusHandler(BaseHandler):
         body = {
             "version": self.version,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
+            # Which process answered, of several sharing a port (--reuse-port).
+            "pid": os.getpid(),
             **self.feed.status(),
             "ws_max_message_bytes": MAX_CLIENT_MESSAGE_BYTES,
         }
