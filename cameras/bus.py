@@ -53,6 +53,8 @@ INTEREST_INTERVAL_S = 1.0
 INTEREST_TTL_S = 3.0
 #: An edge shows "no signal" after this long without a frame, seconds.
 SILENCE_S = 2.0
+#: While the bus stays unreachable, its error is logged again at most this often, seconds.
+WARN_EVERY_S = 30.0
 SCHEMES = ("nats", "tls")
 #: An edge's bus latency (capture to arrival) is told over this many frames.
 LATENCY_FRAMES = 1000
@@ -102,6 +104,16 @@ def require_client() -> None:
         raise CameraError(f"the NATS client is not installed (pip install -e '.[cluster]'): {exc}") from None
 
 
+def shown(url: str) -> str:
+    """``url`` for /status and the log: a password or token in it as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = auth.partition(":")
+    return f"{scheme}{sep}{user + ':***' if colon else '***'}@{host}"
+
+
 def auth_options(servers: list[str], auth: str | None) -> dict[str, str]:
     """nats-py's credentials for ``auth`` (``USER:PASSWORD`` or a token), unless a
     server's URL gives its own (``nats://user:pass@host``), which then win."""
@@ -147,6 +159,7 @@ class BusThread:
         auth: str | None = None,
     ) -> None:
         self.servers = servers
+        self.shown = ", ".join(shown(url) for url in servers)
         self._auth = auth_options(servers, auth)
         self.name = name
         self._setup = setup
@@ -161,6 +174,7 @@ class BusThread:
         self.reconnects = 0
         self.dropped = 0
         self.error: str | None = None
+        self._warned_at = 0.0
 
     def start(self) -> None:
         """Start the thread and its loop (returns once the loop runs; the connection
@@ -219,9 +233,7 @@ class BusThread:
                     **self._auth,
                 )
             except Exception as exc:  # the first connection: nats-py does not retry it
-                self._set_error(
-                    f"cannot reach NATS at {', '.join(self.servers)}: {exc or type(exc).__name__}"
-                )
+                self._set_error(f"cannot reach NATS at {self.shown}: {exc or type(exc).__name__}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), 1.0)
                 continue
@@ -234,8 +246,15 @@ class BusThread:
                 await asyncio.wait_for(self.nc.close(), 3)
 
     def _set_error(self, text: str) -> None:
+        # A WARNING when the connection goes, then at most one every WARN_EVERY_S
+        # while nats-py tries again (a wrong password would say so twice a second).
+        now = time.monotonic()
         if text != self.error:
-            log.warning("%s: %s", self.name, text)
+            if self.connected or self.error is None or now - self._warned_at >= WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("%s: %s", self.name, text)
+            else:
+                log.debug("%s: %s", self.name, text)
         self.error = text
         self._set_connected(False)
 
@@ -252,12 +271,15 @@ class BusThread:
         if isinstance(exc, SlowConsumerError):
             self.dropped += 1
             return
+        if not self.connected:  # refused (credentials, TLS) while nats-py tries again
+            self._set_error(f"cannot reach NATS at {self.shown}: {exc or type(exc).__name__}")
+            return
         log.debug("%s: NATS: %s", self.name, exc)
 
     async def _disconnected(self) -> None:
         if self._stopped is not None and self._stopped.is_set():
             return
-        self._set_error(f"lost the connection to NATS at {', '.join(self.servers)}; reconnecting")
+        self._set_error(f"lost the connection to NATS at {self.shown}; reconnecting")
 
     async def _reconnected(self) -> None:
         self.reconnects += 1
@@ -372,7 +394,7 @@ class Publisher:
     def status(self) -> dict[str, Any]:
         edges = self.live_edges()
         return {
-            "servers": self.servers,
+            "servers": [shown(url) for url in self.servers],
             "subject": self.subject,
             "connected": self.bus.connected,
             "error": self.bus.error,
@@ -453,7 +475,12 @@ class NatsCamera(Camera):
         )
         self.bus.start()
         self.bus.call(self._start_tasks)
-        log.info("%s camera started (NATS %s, camera %s)", self.config.name, self.url.server, self.url.camera)
+        log.info(
+            "%s camera started (NATS %s, camera %s)",
+            self.config.name,
+            shown(self.url.server),
+            self.url.camera,
+        )
 
     def stop(self) -> None:
         if not self._running:
@@ -486,13 +513,13 @@ class NatsCamera(Camera):
         bus = self.bus
         if bus is not None and bus.error:
             return bus.error
-        return f"no frame from the origin's camera {self.url.camera} on {self.url.server}"
+        return f"no frame from the origin's camera {self.url.camera} on {shown(self.url.server)}"
 
     def bus_status(self) -> dict[str, Any]:
         """The subscription's figures, for ``/status`` (``"bus"``) and ``/metrics``."""
         bus = self.bus
         return {
-            "server": self.url.server,
+            "server": shown(self.url.server),
             "camera": self.url.camera,
             "subject": frames_subject(self.prefix, self.url.camera),
             "connected": bool(bus and bus.connected),
@@ -592,7 +619,7 @@ class NatsCamera(Camera):
             self.frames_captured += 1
         if not self._online_seen:
             self._online_seen = True
-            log.info("%s camera: frames from %s", self.config.name, self.url.server)
+            log.info("%s camera: frames from %s", self.config.name, shown(self.url.server))
         self._rate = [t for t in self._rate[-120:] if now - t <= 2.0] + [now]
         self._emit(frame)
 

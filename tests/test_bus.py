@@ -6,9 +6,11 @@ by itself; bad bus URLs are one line and exit 2."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +196,67 @@ def test_an_edge_stopped_for_2_s_resumes_with_the_newest_frame_not_a_backlog(sta
         assert status(origin)["publishing"]["connected"]
     finally:
         viewer.close()
+
+
+# -- credentials and TLS -----------------------------------------------------------------
+def edge_status(proc) -> dict:
+    """An edge's /status once its camera has had a viewer for a moment (a snapshot starts it)."""
+    with contextlib.suppress(urllib.error.HTTPError):  # 503: no frame (the point, for a refused edge)
+        urllib.request.urlopen(proc.url + "snapshot.jpg", timeout=10).close()
+    return status(proc)
+
+
+@pytest.mark.slow
+def test_credentials_from_a_file_and_from_the_environment(start_server, tmp_path):
+    nats = NatsServer(tmp_path, "--user", "camstream", "--pass", "s3cret-pw").start()
+    try:
+        secret = tmp_path / "bus-auth"
+        secret.write_text("camstream:s3cret-pw\n")
+        origin = start_server("--publish", nats.url, "--bus-auth-file", str(secret))
+        edge = start_server(
+            "--camera",
+            "lobby=nats:" + nats.url + "/emulated",
+            env={"CAMSTREAM_BUS_AUTH": "camstream:s3cret-pw"},
+        )
+        refused = start_server(
+            "--camera", "lobby=nats:" + nats.url + "/emulated", "--bus-auth", "camstream:no"
+        )
+        # The password in a URL is the URL's: it wins, and /status does not show it.
+        in_url = start_server(
+            "--camera", f"lobby=nats:nats://camstream:s3cret-pw@127.0.0.1:{nats.port}/emulated"
+        )
+        for proc in (edge, in_url):
+            with urllib.request.urlopen(proc.url + "snapshot.jpg", timeout=15) as response:
+                assert response.status == 200
+            assert status(proc)["bus"]["connected"] and status(proc)["online"]
+        assert status(origin)["publishing"]["connected"]
+        assert status(in_url)["bus"]["server"] == f"nats://camstream:***@127.0.0.1:{nats.port}"
+        assert "s3cret" not in json.dumps(status(in_url)) + in_url.log_text()
+        body = edge_status(refused)
+        assert not body["online"] and not body["bus"]["connected"]
+        assert "authorization" in body["bus"]["error"].lower(), body["bus"]["error"]
+        assert "authorization" in (body["error"] or "").lower()
+    finally:
+        nats.stop()
+
+
+@pytest.mark.slow
+def test_tls_urls_verify_the_bus_server(start_server, tmp_path):
+    from tests.test_limits import self_signed
+
+    certfile, keyfile = self_signed(tmp_path)
+    nats = NatsServer(tmp_path, "--tls", "--tlscert", str(certfile), "--tlskey", str(keyfile)).start()
+    try:
+        url = f"tls://127.0.0.1:{nats.port}"
+        trust = {"SSL_CERT_FILE": str(certfile)}  # the machine's CAs, and this one
+        origin = start_server("--publish", url, env=trust)
+        edge = start_server("--camera", f"lobby=nats:{url}/emulated", env=trust)
+        with urllib.request.urlopen(edge.url + "snapshot.jpg", timeout=15) as response:
+            assert response.status == 200
+        assert status(origin)["publishing"]["connected"] and status(edge)["bus"]["connected"]
+        # Without the CA the server's certificate is not trusted: no frames, and the edge says why.
+        untrusting = start_server("--camera", f"lobby=nats:{url}/emulated")
+        body = edge_status(untrusting)
+        assert not body["online"] and "certificate" in body["bus"]["error"].lower(), body["bus"]["error"]
+    finally:
+        nats.stop()
