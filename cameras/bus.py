@@ -206,6 +206,12 @@ class BusThread:
         loop = self.loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._main(ready))
+            # The tasks still on the loop (a camera's heartbeat, a publish) end with it.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         except Exception:
             log.exception("%s: the NATS connection's thread failed", self.name)
         finally:

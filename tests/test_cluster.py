@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import itertools
 import json
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from websockets.sync.client import connect
 
 from handlers.ws import frame_info
@@ -368,3 +370,23 @@ def test_edges_share_one_port_with_reuse_port(cluster, tmp_path):
     finally:
         first.stop()
         second.stop()
+
+
+def test_the_pages_through_nginx_play_the_edges_camera(cluster, page):
+    """Every engine: the index's <img>, the canvas viewer and the kiosk, through nginx."""
+    page.goto(cluster.nginx.url)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#stream'); return i && i.naturalWidth === 320; }",
+        timeout=15000,
+        polling=50,
+    )
+    page.goto(cluster.nginx.url + "viewer")
+    page.wait_for_function("() => window.camstream.framesDrawn >= 10", timeout=15000, polling=50)
+    assert page.evaluate("() => window.camstream.connected")
+    page.goto(cluster.nginx.url + "kiosk")
+    page.wait_for_function("() => window.camstream.framesShown >= 10", timeout=15000, polling=50)
+    assert page.evaluate("() => window.camstream.mode") == "ws", "the kiosk fell back to MJPEG"
+    # A smaller variant of the origin's frames, encoded by the edge that serves it.
+    with urllib.request.urlopen(cluster.nginx.url + "snapshot.jpg?width=160", timeout=10) as response:
+        assert Image.open(io.BytesIO(response.read())).size == (160, 120)
+    assert status(cluster.origin)["publishing"]["edge_viewers"] >= 0
