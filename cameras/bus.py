@@ -177,13 +177,14 @@ class BusThread:
         self._warned_at = 0.0
 
     def start(self) -> None:
-        """Start the thread and its loop (returns once the loop runs; the connection
-        is made there, and made again, by itself).  Raises CameraError without nats-py."""
+        """Start the thread and its loop (never waits: callbacks given to :meth:`call`
+        before the loop runs are queued on it; the connection is made there, and
+        made again, by itself).  Raises CameraError without nats-py."""
         require_client()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name=f"bus-{self.name}", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()  # bound to the loop that first waits on it
+        self._thread = threading.Thread(target=self._run, name=f"bus-{self.name}", daemon=True)
         self._thread.start()
-        ready.wait(5)
 
     def stop(self) -> None:
         """Close the connection and end the thread (blocks up to a few seconds)."""
@@ -202,10 +203,11 @@ class BusThread:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(callback)
 
-    def _run(self, ready: threading.Event) -> None:
-        loop = self.loop = asyncio.new_event_loop()
+    def _run(self) -> None:
+        loop = self.loop
+        assert loop is not None
         try:
-            loop.run_until_complete(self._main(ready))
+            loop.run_until_complete(self._main())
             # The tasks still on the loop (a camera's heartbeat, a publish) end with it.
             pending = asyncio.all_tasks(loop)
             for task in pending:
@@ -217,11 +219,10 @@ class BusThread:
         finally:
             loop.close()
 
-    async def _main(self, ready: threading.Event) -> None:
+    async def _main(self) -> None:
         import nats
 
-        self._stopped = asyncio.Event()
-        ready.set()
+        assert self._stopped is not None
         while not self._stopped.is_set():
             try:
                 self.nc = await nats.connect(
