@@ -175,6 +175,8 @@ class BusThread:
         self.dropped = 0
         self.error: str | None = None
         self._warned_at = 0.0
+        #: The server refused the login: kept as the error until a connection is made.
+        self._refused = False
 
     def start(self) -> None:
         """Start the thread and its loop (never waits: callbacks given to :meth:`call`
@@ -240,7 +242,7 @@ class BusThread:
                     **self._auth,
                 )
             except Exception as exc:  # the first connection: nats-py does not retry it
-                self._set_error(f"cannot reach NATS at {self.shown}: {exc or type(exc).__name__}")
+                self._unreachable(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), 1.0)
                 continue
@@ -251,6 +253,17 @@ class BusThread:
         if self.nc is not None:
             with contextlib.suppress(Exception):  # closing a broken connection
                 await asyncio.wait_for(self.nc.close(), 3)
+
+    def _unreachable(self, exc: BaseException) -> None:
+        """The connection could not be made: ``exc`` becomes the error, unless the
+        server refused the login, which stays the error (the reset of the connection
+        that follows says nothing) until a connection is made."""
+        from nats.errors import AuthorizationError
+
+        refused = isinstance(exc, AuthorizationError) or "authorization" in str(exc).lower()
+        if refused or not self._refused:
+            self._refused = refused
+            self._set_error(f"cannot reach NATS at {self.shown}: {exc or type(exc).__name__}")
 
     def _set_error(self, text: str) -> None:
         # A WARNING when the connection goes, then at most one every WARN_EVERY_S
@@ -270,6 +283,7 @@ class BusThread:
             self.connected = connected
             if connected:
                 self.error = None
+                self._refused = False
             self._on_state(connected)
 
     async def _error(self, exc: Exception) -> None:
@@ -279,7 +293,7 @@ class BusThread:
             self.dropped += 1
             return
         if not self.connected:  # refused (credentials, TLS) while nats-py tries again
-            self._set_error(f"cannot reach NATS at {self.shown}: {exc or type(exc).__name__}")
+            self._unreachable(exc)
             return
         log.debug("%s: NATS: %s", self.name, exc)
 

@@ -260,3 +260,16 @@ def test_tls_urls_verify_the_bus_server(start_server, tmp_path):
         assert not body["online"] and "certificate" in body["bus"]["error"].lower(), body["bus"]["error"]
     finally:
         nats.stop()
+
+
+@pytest.mark.slow
+def test_an_edges_own_access_options_guard_it(start_server, nats):
+    start_server("--publish", nats.url)
+    token = "edge-token-0123"
+    edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated", "--token", token)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(edge.url + "snapshot.jpg", timeout=10)
+    refused.value.close()
+    assert refused.value.code == 401
+    with urllib.request.urlopen(f"{edge.url}snapshot.jpg?token={token}", timeout=15) as response:
+        assert response.status == 200 and response.read(2) == b"\xff\xd8"
