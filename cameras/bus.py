@@ -339,6 +339,7 @@ class Publisher:
         self._hold: Any = None
         self._timer: Any = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._too_big_at = -60.0
 
     def start(self) -> None:
         from tornado.ioloop import PeriodicCallback
@@ -387,11 +388,30 @@ class Publisher:
         try:
             await nc.publish(self.subject, frame.jpeg, headers=frame_headers(frame))
         except Exception as exc:  # disconnected meanwhile: the frame is lost, the next one goes
-            log.debug("%s: publish failed: %s", self.feed.name, exc)
+            from nats.errors import MaxPayloadError
+
             self.frames_dropped += 1
+            if isinstance(exc, MaxPayloadError):
+                self._too_big(len(frame.jpeg), exc)
+            else:
+                log.debug("%s: publish failed: %s", self.feed.name, exc)
             return
         self.frames_published += 1
         self.bytes_published += len(frame.jpeg)
+
+    def _too_big(self, size: int, exc: Exception) -> None:
+        """A frame larger than the NATS server's ``max_payload``: never reaches an edge.
+        Said once a minute, with the fix."""
+        now = time.monotonic()
+        if now - self._too_big_at >= 60.0:
+            self._too_big_at = now
+            log.warning(
+                "%s: a %d-byte frame is larger than the NATS server's max_payload (%s): the edges get "
+                "none; raise max_payload in nats-server.conf (8MB), or lower --quality or the size",
+                self.feed.name,
+                size,
+                exc,
+            )
 
     # -- the IOLoop ---------------------------------------------------------------
     def live_edges(self) -> dict[str, int]:

@@ -273,3 +273,25 @@ def test_an_edges_own_access_options_guard_it(start_server, nats):
     assert refused.value.code == 401
     with urllib.request.urlopen(f"{edge.url}snapshot.jpg?token={token}", timeout=15) as response:
         assert response.status == 200 and response.read(2) == b"\xff\xd8"
+
+
+@pytest.mark.slow
+def test_a_frame_beyond_the_buses_max_payload_is_counted_and_said_once(start_server, tmp_path):
+    conf = tmp_path / "nats.conf"
+    conf.write_text("max_payload: 8000\n")  # a 640x480 frame is about 25 KB
+    nats = NatsServer(tmp_path, "-c", str(conf)).start()
+    try:
+        origin = start_server("--publish", nats.url)
+        viewer = urllib.request.urlopen(origin.url + "stream.mjpg", timeout=10)
+        try:
+            viewer.read(20000)
+            wait_for(lambda: status(origin)["publishing"]["frames_not_published"] >= 30, "no frame refused")
+            assert viewer.read(20000), "the origin's own viewer lost its stream"
+        finally:
+            viewer.close()
+        body = status(origin)["publishing"]
+        assert body["frames_published"] == 0 and body["connected"]
+        warnings = [line for line in origin.log_text().splitlines() if "max_payload" in line]
+        assert len(warnings) == 1 and " WARNING " in warnings[0], warnings
+    finally:
+        nats.stop()
