@@ -3,7 +3,7 @@ viewers; against one plain server with the same viewers.
 
     .venv/bin/python bench/cluster.py --json docs/cluster.json     # the full run, about 10 minutes
     .venv/bin/python bench/cluster.py --seconds 5 --repeat 1        # a quick look, about 3 minutes
-    .venv/bin/python bench/cluster.py --parts edges --modes mjpeg --proxy-buffer-size 64k
+    .venv/bin/python bench/cluster.py --parts edges --modes mjpeg --proxy-buffer-size 4k
     .venv/bin/python bench/cluster.py --from-json docs/cluster.json # only the tables of a past run
 
 Everything on loopback.  The cluster: ``nats-server`` (tests/natsserver.py); the origin,
@@ -44,7 +44,8 @@ falls on both):
 
 Processes are not pinned by default (``--pin``: nginx on CPU 1 and every other process of
 the cluster, the viewers too, on CPU 0; the single server on CPU 0 and its viewers on 1).
-Experiments beside the README's nginx: ``--proxy-buffer-size SIZE``, ``--nginx-workers N``.
+Experiments beside docs/nginx-edges.conf: ``--proxy-buffer-size SIZE`` (in place of its 64k),
+``--nginx-workers N``.
 Prints Markdown tables (medians over the runs, then every window) and the goals; ``--json
 FILE`` writes every figure.  Bounded in time (every wait has a deadline, and the whole run
 ``--time-limit``); every process it starts is ended by its PID, also on Ctrl-C, SIGTERM, an
@@ -60,6 +61,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import signal
 import socket
@@ -130,14 +132,17 @@ class NginxFor(Nginx):
             text = text.replace("worker_connections 2048;", f"worker_connections {self.connections};")
         if self.workers != 1:  # an experiment: tests/nginx.py runs one worker
             text = text.replace("worker_processes 1;", f"worker_processes {self.workers};")
-        if self.buffer:  # an experiment beside the README's configuration (--proxy-buffer-size)
-            text = text.replace(
-                "proxy_buffering off;",
-                # proxy_buffers only for nginx's check (busy buffers < all of them but one).
-                f"proxy_buffering off;\n        proxy_buffer_size {self.buffer};\n"
-                f"        proxy_buffers 4 {self.buffer};",
-            )
-            assert f"proxy_buffer_size {self.buffer};" in text, "docs/nginx-edges.conf changed its shape"
+        if self.buffer:  # an experiment (--proxy-buffer-size): in place of the shipped size
+            # nginx refuses a directive twice in one block: the shipped lines are replaced, or
+            # added when the configuration has none.  proxy_buffers only for nginx's check
+            # (busy buffers < all of them but one); unused while buffering is off.
+            lines = {"proxy_buffer_size": f"proxy_buffer_size {self.buffer};"}
+            lines["proxy_buffers"] = f"proxy_buffers 4 {self.buffer};"
+            for name, line in lines.items():
+                text, found = re.subn(rf"^( *){name} [^;]*;$", rf"\g<1>{line}", text, flags=re.MULTILINE)
+                if not found:
+                    text = text.replace("proxy_buffering off;", f"proxy_buffering off;\n        {line}")
+                assert text.count(f"{name} ") == 1 and line in text, "docs/nginx-edges.conf changed its shape"
         return text
 
     @property
@@ -666,7 +671,7 @@ def setup_line(args: dict[str, Any]) -> str:
     nginx = "docs/nginx-edges.conf as it is"
     if args.get("proxy_buffer_size"):
         size = args["proxy_buffer_size"]
-        nginx += f" plus proxy_buffer_size {size} and proxy_buffers 4 {size}"
+        nginx = f"docs/nginx-edges.conf with proxy_buffer_size {size} and proxy_buffers 4 {size}"
     workers = args.get("nginx_workers", 1)
     pinned = (
         "nginx on CPU 1, the other processes of the cluster and the viewers on CPU 0; the single "
@@ -940,8 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--proxy-buffer-size",
         metavar="SIZE",
-        help="an experiment: nginx's proxy_buffer_size (e.g. 64k, and proxy_buffers 4 SIZE) added to "
-        "docs/nginx-edges.conf",
+        help="an experiment: nginx's proxy_buffer_size (e.g. 4k, and proxy_buffers 4 SIZE) in place of "
+        "docs/nginx-edges.conf's",
     )
     parser.add_argument(
         "--nginx-workers", type=int, default=1, help="an experiment: nginx's worker_processes (default 1)"
