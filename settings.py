@@ -205,9 +205,10 @@ TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 def _switch(text: str) -> bool:
     """A switch's value in the environment: 1/true/yes/on or 0/false/no/off."""
-    if text.strip().lower() in TRUE:
+    word = text.strip().lower()
+    if word in TRUE:
         return True
-    if text.strip().lower() in FALSE:
+    if word in FALSE:
         return False
     raise argparse.ArgumentTypeError(f"{text!r}: give 1 or 0 (true/false, yes/no, on/off)")
 
@@ -777,9 +778,9 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         parser.error(str(exc))
     for option in OPTIONS:
         value = getattr(args, option.destination)
-        if option.action == "store_true" and isinstance(value, str):
+        if option.action == "store_true" and isinstance(value, str) and option.parse:
             try:
-                setattr(args, option.destination, _switch(value))
+                setattr(args, option.destination, option.parse(value))
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"{option.env_names[0]}: {exc}")
     server = _values(args, SERVER)

@@ -77,6 +77,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fanout import machine as fanout_machine  # noqa: E402
 from bench.load import Load, Viewer, measure, parse_target, server_cpu_s, warm_up  # noqa: E402
 from cameras.bus import LATENCY_FRAMES  # noqa: E402
 from tests.conftest import ServerProcess  # noqa: E402
@@ -895,22 +896,12 @@ def version(cmd: list[str]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    """bench/fanout.py's description of the machine, with the bus's and nginx's versions."""
     import importlib.metadata
 
-    import tornado
-
     return {
+        **fanout_machine(),
         "nproc": version(["nproc"]),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "tornado": tornado.version,
         "nats-py": importlib.metadata.version("nats-py"),
         "nats-server": version([NATS_SERVER, "--version"]),
         "nginx": version([NGINX, "-v"]),

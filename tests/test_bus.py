@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tornado.websocket
@@ -150,14 +151,25 @@ def test_the_origins_camera_runs_while_an_edge_wants_it(start_server, nats):
     assert status(origin)["publishing"]["edges"] == {}
 
 
-@pytest.mark.slow
-def test_a_restarted_nats_server_heals_by_itself(start_server, nats):
+def watched_edge(start_server, nats: NatsServer) -> tuple[Any, Any, Any]:
+    """An origin, an edge of its camera, and an MJPEG viewer of the edge (to be
+    closed by the caller) once the edge has the origin's frames."""
     origin = start_server("--publish", nats.url)
     edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated")
     viewer = urllib.request.urlopen(edge.url + "stream.mjpg", timeout=10)
     try:
         viewer.read(20000)
         wait_for(lambda: status(edge)["online"], "the edge never got frames")
+    except BaseException:
+        viewer.close()
+        raise
+    return origin, edge, viewer
+
+
+@pytest.mark.slow
+def test_a_restarted_nats_server_heals_by_itself(start_server, nats):
+    origin, edge, viewer = watched_edge(start_server, nats)
+    try:
         port = nats.port
         nats.stop()
         # Meanwhile: "no signal" at the edge (its viewer's stream goes on).
@@ -174,12 +186,8 @@ def test_a_restarted_nats_server_heals_by_itself(start_server, nats):
 
 @pytest.mark.slow
 def test_an_edge_stopped_for_2_s_resumes_with_the_newest_frame_not_a_backlog(start_server, nats):
-    origin = start_server("--publish", nats.url)
-    edge = start_server("--camera", "lobby=nats:" + nats.url + "/emulated")
-    viewer = urllib.request.urlopen(edge.url + "stream.mjpg", timeout=10)
+    origin, edge, viewer = watched_edge(start_server, nats)
     try:
-        viewer.read(20000)
-        wait_for(lambda: status(edge)["online"], "the edge never got frames")
         edge.proc.send_signal(signal.SIGSTOP)
         try:
             time.sleep(2.0)  # the edge stopped for 2 s: the condition under test, not a synchronisation
