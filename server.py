@@ -1,8 +1,10 @@
 """camstream: a live camera in the browser, from one Tornado process.
 
 Composition root only: read the settings (command line, then environment,
-then defaults), build the cameras and their feeds, make the application,
-listen, and run until SIGINT or SIGTERM; then stop the feeds and the cameras.
+then defaults); build the cameras (sources), their feeds and each feed's
+outputs (variants, recorder, bus publisher), all by constructor arguments;
+make the application over them; listen, and run until SIGINT or SIGTERM; then
+close the feeds, which stop their cameras and close their outputs.
 
     python server.py                       # emulated camera on http://127.0.0.1:8080/
     CAMERA=files python server.py --source frames/ --fps 5
@@ -24,25 +26,26 @@ import ssl
 import struct
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 import handlers
-from cameras import CameraError, create_camera
-from cameras.bus import NatsCamera, Publisher
-from cameras.feed import FrameFeed
-from cameras.variants import Variants
+from cameras import create_camera
+from feed import FrameFeed
+from frame import CameraError
 from handlers.access import Access, redact
 from handlers.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, ClientLimit
 from logs import start_logging
+from outputs.publisher import Publisher
+from outputs.variants import DEFAULT_MAX_VARIANTS, Variants
 from recording.recorder import Recorder
-from settings import Settings, __version__, parse_settings
+from settings import CameraSpec, Settings, __version__, parse_settings
 
 log = logging.getLogger("camstream")
 
@@ -124,14 +127,19 @@ def make_app(
     settings: Settings,
     feeds: FrameFeed | Mapping[str, FrameFeed],
     recorders: Mapping[str, Recorder] | None = None,
+    variants: Mapping[str, Variants] | None = None,
 ) -> tornado.web.Application:
     """The Tornado application over the feeds (name to feed, in order; a lone
-    feed is a server of one camera) and the recorders of the recording cameras
-    (by name; their folders are served under ``/recordings/``)."""
+    feed is a server of one camera), their variants (by name; None: made here
+    and attached to the feeds, :func:`make_variants`) and the recorders of the
+    recording cameras (by name; their folders are served under ``/recordings/``)."""
     if isinstance(feeds, FrameFeed):
         feeds = {feeds.name: feeds}
+    if variants is None:
+        variants = make_variants(settings, feeds)
     rules = handlers.routes(
         feeds,
+        variants,
         static_path=asset_path("static"),
         template_path=asset_path("templates"),
         snapshot_timeout_s=settings.snapshot_timeout_s,
@@ -153,6 +161,15 @@ def make_app(
     )
 
 
+def driver_options(settings: Settings, spec: CameraSpec, viewers: Callable[[], int]) -> dict[str, Any]:
+    """What a camera's driver is built with beside its config: a ``nats``
+    camera's bus prefix, credentials and viewer count (``viewers``, told to the
+    origin); nothing for the others."""
+    if spec.driver != "nats":
+        return {}
+    return {"prefix": settings.bus_prefix, "auth": settings.bus_auth, "viewers": viewers}
+
+
 def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
     """Build every camera (not started) and its feed, by name; raises CameraError
     naming the camera at fault (the cameras already built are closed)."""
@@ -160,27 +177,32 @@ def make_feeds(settings: Settings) -> dict[str, FrameFeed]:
     feeds: dict[str, FrameFeed] = {}
     try:
         for spec in specs:
+            viewers = lambda name=spec.name: feeds[name].viewer_count  # noqa: E731  (bound once built)
             try:
-                camera = create_camera(spec.driver, spec.config)
+                camera = create_camera(spec.driver, spec.config, **driver_options(settings, spec, viewers))
             except CameraError as exc:
                 prefix = f"camera {spec.name!r}: " if len(specs) > 1 else ""
                 raise CameraError(prefix + str(spec.explain(exc))) from exc
-            feed = feeds[spec.name] = FrameFeed(
+            feeds[spec.name] = FrameFeed(
                 camera,
                 name=spec.name,
                 idle_timeout_s=settings.idle_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
             )
-            feed.variants = Variants(feed, spec.config.max_variants)
-            if isinstance(camera, NatsCamera):
-                camera.prefix = settings.bus_prefix
-                camera.auth = settings.bus_auth
-                camera.viewers = lambda feed=feed: feed.viewer_count
     except CameraError:
         for feed in feeds.values():
             feed.close()
         raise
     return feeds
+
+
+def make_variants(settings: Settings, feeds: Mapping[str, FrameFeed]) -> dict[str, Variants]:
+    """Each camera's variants (and their adaptation), attached to its feed, by name;
+    a feed of no camera of ``settings`` (a test's) gets the default cap."""
+    caps = {spec.name: spec.max_variants for spec in settings.cameras}
+    return {
+        name: Variants(feed, caps.get(name, DEFAULT_MAX_VARIANTS)).attach() for name, feed in feeds.items()
+    }
 
 
 def make_recorders(settings: Settings) -> dict[str, Recorder]:
@@ -198,23 +220,32 @@ class RecordingError(Exception):
 
 async def start_recording(feeds: Mapping[str, FrameFeed], recorders: Mapping[str, Recorder]) -> None:
     """Start each recorder (its folder checked, parts left by a crash finished:
-    file work, on a worker thread) and attach it to its camera's feed, which
-    keeps the camera running for it.  Raises RecordingError naming the camera."""
+    file work, on a worker thread) and attach it to its camera's feed with a
+    hold, which keeps the camera running for it.  Raises RecordingError naming
+    the camera."""
     loop = asyncio.get_running_loop()
     for name, recorder in recorders.items():
         try:
             await loop.run_in_executor(None, recorder.start)
-            feeds[name].attach(recorder)
+            feeds[name].attach(recorder, hold=True)
         except (OSError, CameraError) as exc:
             if recorder.running:
-                await loop.run_in_executor(None, recorder.close)
+                await loop.run_in_executor(None, recorder.finish)
             reason = getattr(exc, "strerror", None) or exc
             raise RecordingError(f"camera {name!r}: cannot record in {recorder.folder}: {reason}") from exc
 
 
+def start_publishing(settings: Settings, feeds: Mapping[str, FrameFeed]) -> None:
+    """With ``--publish``, a bus publisher for every camera, attached to its feed
+    (the feed closes it).  Raises CameraError (no NATS client)."""
+    for feed in feeds.values():
+        if settings.publish:
+            Publisher(feed, list(settings.publish), settings.bus_prefix, settings.bus_auth).start()
+
+
 async def close_feeds(feeds: Mapping[str, FrameFeed], timeout_s: float = 10.0) -> None:
     """Close every feed and wait (up to ``timeout_s``) for the cameras to stop and
-    the recorders to finish, on their worker threads; a camera that will not let
+    their outputs to finish, on their worker threads; a camera that will not let
     go is logged and left behind (its thread does not hold up the exit)."""
     closing = [done for done in (feed.close() for feed in feeds.values()) if done is not None]
     if not closing:
@@ -301,59 +332,44 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-async def serve(settings: Settings) -> None:
-    """Run the server until SIGINT or SIGTERM."""
+async def open_server(
+    settings: Settings,
+) -> tuple[dict[str, FrameFeed], dict[str, Recorder], list[socket.socket], ssl.SSLContext | None]:
+    """Everything ``serve`` needs before it answers: the pages' files checked,
+    the feeds built, the port bound, TLS loaded, the recorders and publishers
+    started and attached.  On any failure it undoes what it made and exits 2
+    with one line (:func:`_fail`)."""
     try:
         for folder in ASSET_MARKERS:
             asset_path(folder)
-    except AssetsMissing as exc:
-        _fail(str(exc))
-    try:
         feeds = make_feeds(settings)
-    except CameraError as exc:
+    except (AssetsMissing, CameraError) as exc:
         _fail(str(exc))
     try:
         sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.reuse_port)
     except (OSError, socket.gaierror) as exc:
         await close_feeds(feeds)
         _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
-    tls = None
-    if settings.certfile:
-        try:
-            tls = tls_context(settings.certfile, settings.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            await close_feeds(feeds)
-            _fail(f"--certfile {settings.certfile}: {getattr(exc, 'strerror', None) or exc}")
-    recorders = make_recorders(settings)
     try:
+        tls = tls_context(settings.certfile, settings.keyfile) if settings.certfile else None
+        recorders = make_recorders(settings)
         await start_recording(feeds, recorders)
+        start_publishing(settings, feeds)
+    except (OSError, ssl.SSLError) as exc:
+        await close_feeds(feeds)
+        _fail(f"--certfile {settings.certfile}: {getattr(exc, 'strerror', None) or exc}")
     except RecordingError as exc:
         await close_feeds(feeds)
         _fail(str(exc))
-    # The origin of edge servers: every camera's frames to the bus (an output of its feed).
-    publishers = [
-        Publisher(feed, list(settings.publish), settings.bus_prefix, settings.bus_auth)
-        for feed in feeds.values()
-        if settings.publish
-    ]
-    for publisher in publishers:
-        publisher.feed.publisher = publisher
-        try:
-            publisher.start()
-        except CameraError as exc:
-            await close_feeds(feeds)
-            _fail(f"--publish: {exc}")
-    app = make_app(settings, feeds, recorders)
-    server = HTTPServer(
-        app,
-        xheaders=False,
-        ssl_options=tls,
-        idle_connection_timeout=60,
-        body_timeout=10,
-        max_header_size=MAX_HEADER_BYTES,
-        max_body_size=MAX_BODY_BYTES,
-    )
-    server.add_sockets(sockets)
+    except CameraError as exc:
+        await close_feeds(feeds)
+        _fail(f"--publish: {exc}")
+    return feeds, recorders, sockets, tls
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM (on the running loop); a second
+    one ends the process at once, even while the shutdown is blocked."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -371,12 +387,20 @@ async def serve(settings: Settings) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, signalled)
+    return stop
+
+
+async def announce(
+    settings: Settings, feeds: Mapping[str, FrameFeed], sockets: Sequence[socket.socket], tls: bool
+) -> None:
+    """The startup lines: where each camera is, and a warning when anyone who can
+    reach the port may watch.  The interface list is read on a worker thread."""
     if not (settings.auth or settings.token) and not _loopback(settings.host):
         log.warning(
             "listening on %s without --auth or --token: anyone who can reach this port can watch",
             settings.host,
         )
-    addresses = await loop.run_in_executor(None, local_addresses)
+    addresses = await asyncio.get_running_loop().run_in_executor(None, local_addresses)
     urls = server_urls(sockets, "https" if tls else "http", settings.base_path, addresses)
     url = urls[0]
     if len(feeds) == 1:
@@ -387,11 +411,27 @@ async def serve(settings: Settings) -> None:
             log.info("  %s: %scameras/%s/ (stream: %scameras/%s/stream.mjpg)", name, url, name, url, name)
     if len(urls) > 1:
         log.info("also on %s", ", ".join(urls[1:]))
+
+
+async def serve(settings: Settings) -> None:
+    """Run the server until SIGINT or SIGTERM, then close the feeds (their cameras
+    stop, their outputs finish) and the connections."""
+    feeds, recorders, sockets, tls = await open_server(settings)
+    server = HTTPServer(
+        make_app(settings, feeds, recorders),
+        xheaders=False,
+        ssl_options=tls,
+        idle_connection_timeout=60,
+        body_timeout=10,
+        max_header_size=MAX_HEADER_BYTES,
+        max_body_size=MAX_BODY_BYTES,
+    )
+    server.add_sockets(sockets)
+    stop = stop_on_signals()
+    await announce(settings, feeds, sockets, tls is not None)
     await stop.wait()
     log.info("shutting down")
     server.stop()
-    for publisher in publishers:
-        await publisher.close()
     await close_feeds(feeds)
     await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
 

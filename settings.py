@@ -1,13 +1,21 @@
-"""The server's settings: one table of options, the command line built from it, and :class:`Settings`.
+"""The server's settings: one table of options, the command line and the config file read
+through it, and :class:`Settings`.
 
 Every option is written once, in :data:`OPTIONS`: its flag, its environment
-variable (``CAMSTREAM_<NAME>``), its default, how its text is read (with its
-range, for a number), its help, its group, and for the options that apply to
-every camera the key a config file's ``[cameras.NAME]`` table sets it with.
-The command line wins over the environment, which wins over the default.  The
-ranges of the per-camera numbers are :data:`cameras.config.LIMITS`, the same
-ones a config file is checked against; tests/test_settings.py checks the
-README's table of options against this one.
+variable (``CAMSTREAM_<NAME>``), its default, how its text is read (its
+parser, or for a number its :class:`Limit`: type and range), its help, its
+group, and for the options that apply to every camera the key a config
+file's ``[cameras.NAME]`` table sets it with.  The command line wins over the
+environment, which wins over the default.  A config file (:func:`load_config`)
+knows no keys and no ranges of its own: its keys are the options' ``toml``
+keys (and ``driver``), and each value is checked by its option, so a number
+has the same range on the command line and in a file.  tests/test_settings.py
+checks the README's table of options against this one.
+
+The cameras themselves: :class:`CameraSpec` (a name, a driver, the
+driver's :class:`~cameras.base.CameraConfig`, the feed's cap on variants,
+the recording), from ``--camera NAME=DRIVER[:SOURCE]`` (:func:`parse_camera_arg`)
+and from ``--config`` (:func:`load_config`).
 
     settings = parse_settings(sys.argv[1:], os.environ)   # exits 2 with one line on a bad value
 """
@@ -16,17 +24,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, NoReturn
 
-from cameras import DRIVERS, CameraConfig, CameraError
-from cameras.config import LIMITS, CameraSpec, Limit, check_unique, load_config, parse_camera_arg
+from cameras import DRIVERS, CameraConfig, check_driver
+from frame import CameraError
 from handlers.cors import normalize_origin
 from handlers.pages import clean_prefix
-from recording.recorder import RecordSettings, parse_age, parse_size
+from recording.recorder import RecordSettings
 
 __version__ = "0.1.0"
 
@@ -43,7 +54,7 @@ GROUPS: dict[str, str] = {
 }
 
 #: What an option's value goes into (:attr:`Option.into`).
-SERVER, CAMERA, RECORD, CAMERAS = "server", "camera", "record", "cameras"
+SERVER, CAMERA, SPEC, RECORD, CAMERAS = "server", "camera", "spec", "record", "cameras"
 
 
 # -- reading values -------------------------------------------------------------
@@ -53,6 +64,25 @@ class _Parser(argparse.ArgumentParser):
         offending value shown escaped, so the message stays one line)."""
         shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.exit(2, f"{self.prog}: error: {shown}\n")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A number setting's type and inclusive range, and what it is, for messages."""
+
+    kind: type[int] | type[float]
+    low: float
+    high: float
+    #: What the number is, for people: "a width in pixels", "seconds".
+    noun: str
+
+    def allows(self, value: float) -> bool:
+        """True if ``value`` lies in the range (never for NaN); the type is not checked."""
+        return not math.isnan(value) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """``"a width in pixels, 16-8192"``."""
+        return f"{self.noun}, {self.low:g}-{self.high:g}"
 
 
 def _number(limit: Limit) -> Callable[[str], float]:
@@ -103,10 +133,49 @@ def _secret_file(check: Callable[[str], str]) -> Callable[[str], str]:
     return convert
 
 
-def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type from a parser that raises ValueError with a message for people."""
+_SIZE_UNITS: dict[str, float] = {"": 1, "b": 1}
+for _i, _prefix in enumerate("kmgt", 1):
+    _SIZE_UNITS.update(
+        {_prefix: 1000**_i, _prefix + "b": 1000**_i, _prefix + "i": 1024**_i, _prefix + "ib": 1024**_i}
+    )
+_AGE_UNITS: dict[str, float] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
-    def convert(text: str) -> Any:
+
+def _quantity(text: str | int | float, units: dict[str, float], unit_pattern: str, what: str) -> float:
+    """A number with an optional unit (``"1.5G"``, ``"36h"``), or a bare number; ValueError if not."""
+    if isinstance(text, bool):
+        raise ValueError(f"give {what}")
+    if isinstance(text, int | float):
+        return float(text)
+    match = re.fullmatch(rf"\s*(\d+(?:\.\d+)?)\s*({unit_pattern})?\s*", text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not {what}")
+    return float(match.group(1)) * units[match.group(2) or ""]
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from ``"500M"``, ``"10G"``, ``"1.5T"``, ``"2GiB"`` or a number (``--record-max-size``);
+    ValueError if not."""
+    size = int(_quantity(text, _SIZE_UNITS, r"[kmgt]i?b?|b", "a size (such as 500M or 20G)"))
+    if size < 1_000_000:
+        raise ValueError(f"{text!r} is too small: keep at least 1M")
+    return size
+
+
+def parse_age(text: str | int | float) -> float:
+    """Seconds from ``"36h"``, ``"7d"``, ``"2w"``, ``"90m"`` or a number of seconds
+    (``--record-max-age``); ValueError if not."""
+    age = _quantity(text, _AGE_UNITS, r"[smhdw]", "an age (such as 36h or 7d)")
+    if not 60 <= age <= 100 * 365 * 86400:
+        raise ValueError(f"{text!r} is out of range (1 minute to 100 years)")
+    return age
+
+
+def _parsed(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An argparse type from a parser that raises ValueError with a message for people
+    (the value given as it is: a config file's number too)."""
+
+    def convert(text: Any) -> Any:
         try:
             return parse(text)
         except ValueError as exc:
@@ -182,7 +251,7 @@ def _origins(text: str) -> tuple[str, ...]:
 
 def _bus_servers(text: str) -> tuple[str, ...]:
     """One NATS server URL, or several separated by commas (the environment's form)."""
-    from cameras.bus import parse_bus_url
+    from bus import parse_bus_url
 
     try:
         items = [item.strip() for item in text.split(",") if item.strip()]
@@ -230,6 +299,70 @@ class _ExtendOrigins(argparse.Action):
         setattr(namespace, self.dest, current + tuple(values))
 
 
+# -- the cameras ----------------------------------------------------------------
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One camera of the server: its URL name, its driver, what the driver is asked
+    for, and what the server does with its frames (variants, recording)."""
+
+    name: str
+    driver: str
+    config: CameraConfig
+    #: Where and how it records, or None.
+    record: RecordSettings | None = None
+    #: Where its source was given, for messages: a driver's "--source X: ..."
+    #: error is shown with this in place of "--source".
+    source_from: str = "--source"
+    #: Variants (other sizes or qualities, :mod:`outputs.variants`) running at
+    #: once for its viewers (``--max-variants``); 0: none.
+    max_variants: int = 4
+
+    def explain(self, error: CameraError) -> CameraError:
+        """``error`` (from building this camera) naming where its source was given."""
+        text = str(error)
+        if self.source_from != "--source" and text.startswith("--source"):
+            text = self.source_from + text[len("--source") :]
+        return CameraError(text)
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid camera name (it appears in URLs), else CameraError."""
+    if not NAME_PATTERN.match(name):
+        raise CameraError(
+            f"camera name {name!r}: use 1-40 lowercase letters, digits, '-' or '_',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def parse_camera_arg(
+    text: str,
+    defaults: CameraConfig,
+    record: RecordSettings | None = None,
+    *,
+    max_variants: int = CameraSpec.max_variants,
+) -> CameraSpec:
+    """One ``--camera`` value: ``DRIVER``, ``NAME=DRIVER`` or ``NAME=DRIVER:SOURCE``.
+
+    The unnamed form is named after its driver.  A source given in the value
+    wins over ``--source``; the rest is ``defaults`` (the command line's), and
+    ``record`` and ``max_variants``.  Raises CameraError with a message for
+    people (an unknown driver: :func:`cameras.check_driver`'s).
+    """
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = "", text
+    driver, colon, source = rest.partition(":")
+    driver = check_driver(driver.strip())
+    name = check_name(name.strip() or driver)
+    config = replace(defaults, name=name, source=source if colon else defaults.source)
+    where = f"--camera {text.strip()}: source" if colon else "--source"
+    return CameraSpec(name, driver, config, record, where, max_variants)
+
+
 # -- the table ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Option:
@@ -244,15 +377,17 @@ class Option:
     #: The value (already read) when neither the command line nor the environment gives one.
     default: Any = None
     #: Text to value, raising ``argparse.ArgumentTypeError``; None: the text
-    #: itself, or a number within ``limit``.
+    #: itself, or a number within ``limit``.  A per-camera option's parser
+    #: also reads its config file value (a TOML string, or a number).
     parse: Callable[[str], Any] | None = None
-    #: The type and range of a number; a per-camera number's is the config
-    #: file's (:data:`cameras.config.LIMITS`), not written here.
+    #: The type and range of a number, on the command line, in the environment
+    #: and (a per-camera number) in a config file's tables alike.
     limit: Limit | None = None
     metavar: str | None = None
     #: What the value goes into: :class:`Settings` (SERVER), every camera's
-    #: :class:`CameraConfig` (CAMERA), every camera's :class:`RecordSettings`
-    #: (RECORD), or the list of cameras itself (CAMERAS).
+    #: :class:`CameraConfig` (CAMERA: the driver's), every camera's
+    #: :class:`CameraSpec` (SPEC: the server's business), every camera's
+    #: :class:`RecordSettings` (RECORD), or the list of cameras itself (CAMERAS).
     into: str = SERVER
     #: The attribute of ``into`` it sets; the flag's name with ``_`` if empty.
     field: str = ""
@@ -299,19 +434,13 @@ class Option:
             return f"{self.default:g}"
         return str(self.default)
 
-    @property
-    def number(self) -> Limit | None:
-        """The type and range of a number option (None for the others)."""
-        return self.limit or LIMITS.get(self.toml or "")
-
     def reader(self) -> Callable[[str], Any] | None:
         """The argparse type: text to value, raising ``argparse.ArgumentTypeError``."""
-        limit = self.number
-        return _number(limit) if limit else self.parse
+        return _number(self.limit) if self.limit else self.parse
 
     def help_text(self) -> str:
         """The help with its range and default, for ``--help``."""
-        limit = self.number
+        limit = self.limit
         text = f"{self.help}, {limit.low:g}-{limit.high:g}" if limit else self.help
         shown = self.shown_default
         return text if shown == "none" else f"{text} (default {shown})"
@@ -498,6 +627,7 @@ OPTIONS: tuple[Option, ...] = (
         "camera",
         "frames per second",
         default=_CAMERA_DEFAULTS.fps,
+        limit=Limit(float, 0.01, 120, "frames per second"),
         into=CAMERA,
         toml="fps",
     ),
@@ -506,6 +636,7 @@ OPTIONS: tuple[Option, ...] = (
         "camera",
         "frame width in pixels",
         default=_CAMERA_DEFAULTS.width,
+        limit=Limit(int, 16, 8192, "a width in pixels"),
         into=CAMERA,
         toml="width",
     ),
@@ -514,6 +645,7 @@ OPTIONS: tuple[Option, ...] = (
         "camera",
         "frame height in pixels",
         default=_CAMERA_DEFAULTS.height,
+        limit=Limit(int, 16, 8192, "a height in pixels"),
         into=CAMERA,
         toml="height",
     ),
@@ -522,6 +654,7 @@ OPTIONS: tuple[Option, ...] = (
         "camera",
         "JPEG quality",
         default=_CAMERA_DEFAULTS.quality,
+        limit=Limit(int, 1, 100, "a JPEG quality"),
         into=CAMERA,
         toml="quality",
     ),
@@ -531,8 +664,9 @@ OPTIONS: tuple[Option, ...] = (
         "other sizes or qualities of a camera (asked for with ?width= and ?quality=, or "
         "chosen by adaptation) encoded at once; more viewers share the nearest; 0: every "
         "viewer gets the camera's own frames",
-        default=_CAMERA_DEFAULTS.max_variants,
-        into=CAMERA,
+        default=CameraSpec.max_variants,
+        limit=Limit(int, 0, 20, "a number of variants"),
+        into=SPEC,
         toml="max_variants",
     ),
     Option(
@@ -570,6 +704,7 @@ OPTIONS: tuple[Option, ...] = (
         "seconds per segment file; segments end on multiples of it",
         default=_RECORD_DEFAULTS.segment_s,
         metavar="SECONDS",
+        limit=Limit(float, 1, 86400, "seconds"),
         into=RECORD,
         field="segment_s",
         toml="record_segment",
@@ -607,6 +742,137 @@ OPTIONS: tuple[Option, ...] = (
 
 #: The options by flag (``"--port"``).
 BY_FLAG: dict[str, Option] = {option.flag: option for option in OPTIONS}
+
+
+# -- a config file --------------------------------------------------------------
+#: The options a camera's ``[cameras.NAME]`` table can set, by their ``toml`` key.
+TABLE_OPTIONS: dict[str, Option] = {option.toml: option for option in OPTIONS if option.toml}
+#: Every key a ``[cameras.NAME]`` table may have: the options' and ``driver``.
+TABLE_KEYS = frozenset({"driver", *TABLE_OPTIONS})
+
+
+def _table_number(camera: str, key: str, value: Any, limit: Limit) -> float:
+    """A TOML number within ``limit`` (of its kind; never a boolean), else CameraError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CameraError(f"camera {camera!r}: {key} must be a number")
+    if limit.kind is int and not float(value).is_integer():
+        raise CameraError(f"camera {camera!r}: {key} must be a whole number")
+    if not limit.allows(value):
+        raise CameraError(f"camera {camera!r}: {key} {value} is out of range ({limit.low:g}-{limit.high:g})")
+    return limit.kind(value)
+
+
+def _table_value(camera: str, option: Option, value: Any, record: RecordSettings) -> Any:
+    """A TOML value of ``option`` checked as the option checks it (its Limit, or
+    its parser), for the attribute of :attr:`Option.into` it sets; ``record`` is
+    the command line's recording.  Raises CameraError naming the camera."""
+    key = option.toml or option.attribute
+    if option.limit:
+        return _table_number(camera, key, value, option.limit)
+    if key == "record":  # a folder, or true (--record's folder) or false
+        if value is True:
+            if not record.directory:
+                raise CameraError(f'camera {camera!r}: record = true needs --record DIR (or record = "DIR")')
+            return record.directory
+        if value is False:
+            return ""
+        if isinstance(value, str) and option.parse:
+            try:
+                return option.parse(value)
+            except argparse.ArgumentTypeError:
+                pass
+        raise CameraError(f"camera {camera!r}: record must be a folder, true or false")
+    if key == "source":  # a device number too
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise CameraError(f"camera {camera!r}: source must be a string")
+        return str(value)
+    if isinstance(value, str) or (option.parse and isinstance(value, int | float)):
+        try:
+            return option.parse(value) if option.parse else value
+        except argparse.ArgumentTypeError as exc:
+            raise CameraError(f"camera {camera!r}: {exc}") from None
+    raise CameraError(f"camera {camera!r}: {key} must be a string")
+
+
+def load_config(
+    path: str,
+    defaults: CameraConfig,
+    record: RecordSettings | None = None,
+    *,
+    max_variants: int = CameraSpec.max_variants,
+) -> list[CameraSpec]:
+    """The cameras of a TOML file, in file order; raises CameraError naming the problem.
+
+    A config file names each camera in a table of its own; any key left out
+    comes from the command line (or its default): ``defaults``, ``record``
+    (the command line's recording, its folder empty if none) and
+    ``max_variants``.  Its keys are :data:`TABLE_KEYS`, each checked by its
+    option::
+
+        [cameras.garage]
+        driver = "opencv"
+        source = "0"
+        width = 1280
+        height = 720
+        fps = 15
+
+        [cameras.porch]
+        driver = "mjpeg"
+        source = "http://user:secret@192.0.2.10/video.mjpg"
+        record = "/var/lib/camstream/recordings"   # or true (--record's folder), or false
+        record_segment = 300                       # seconds
+        record_max_size = "20G"
+        record_max_age = "7d"
+    """
+    record = record or RecordSettings("")
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CameraError(f"--config {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CameraError(f"--config {path}: not valid TOML ({exc})") from exc
+    cameras = data.get("cameras")
+    if not isinstance(cameras, dict) or not cameras:
+        raise CameraError(f"--config {path}: no [cameras.NAME] tables")
+    specs = []
+    for name, table in cameras.items():
+        check_name(name)
+        if not isinstance(table, dict):
+            raise CameraError(f"--config {path}: cameras.{name} must be a table")
+        unknown = set(table) - TABLE_KEYS
+        if unknown:
+            raise CameraError(f"camera {name!r}: unknown setting {sorted(unknown)[0]!r}")
+        if "driver" not in table:
+            raise CameraError(
+                f"--config {path}: the table [cameras.{name}] needs a driver "
+                f'(driver = "{sorted(DRIVERS)[0]}", or one of {", ".join(sorted(DRIVERS)[1:])})'
+            )
+        driver = table["driver"]
+        try:
+            check_driver(driver)
+        except CameraError as exc:
+            raise CameraError(f"camera {name!r}: {exc}") from None
+        values: dict[str, dict[str, Any]] = {CAMERA: {}, SPEC: {"max_variants": max_variants}, RECORD: {}}
+        for key, value in table.items():
+            if key != "driver":
+                option = TABLE_OPTIONS[key]
+                values[option.into][option.attribute] = _table_value(name, option, value, record)
+        config = replace(defaults, name=name, **values[CAMERA])
+        recording = replace(record, **values[RECORD])
+        recording = recording if recording.directory else None
+        where = f"--config {path}: [cameras.{name}] source" if "source" in table else "--source"
+        specs.append(CameraSpec(name, driver, config, recording, where, **values[SPEC]))
+    return specs
+
+
+def check_unique(specs: list[CameraSpec]) -> list[CameraSpec]:
+    """``specs`` if no two cameras share a name, else CameraError."""
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise CameraError(f"two cameras are named {spec.name!r}: name them NAME=DRIVER")
+        seen.add(spec.name)
+    return specs
 
 
 def _default(attribute: str) -> Any:
@@ -679,13 +945,16 @@ class Settings:
     ) -> Settings:
         """The settings of one camera of ``driver`` over ``source``, named ``name``
         (else after its driver): ``values`` are the camera's ``width``, ``height``,
-        ``fps`` and ``quality`` and any other attribute of Settings, the rest
-        defaults.  Raises TypeError for an unknown keyword; the driver is checked
-        only when the camera is built."""
+        ``fps``, ``quality`` and ``max_variants`` and any other attribute of
+        Settings, the rest defaults.  Raises TypeError for an unknown keyword;
+        the driver is checked only when the camera is built."""
         camera_keys = {f.name for f in dataclasses.fields(CameraConfig)} - {"name", "source"}
+        spec_keys = {o.attribute for o in OPTIONS if o.into == SPEC}
         config = {key: values.pop(key) for key in list(values) if key in camera_keys}
+        spec_values = {key: values.pop(key) for key in list(values) if key in spec_keys}
         name = name or driver
-        spec = CameraSpec(name, driver, CameraConfig(name=name, source=source, **config), record)
+        camera = CameraConfig(name=name, source=source, **config)
+        spec = CameraSpec(name, driver, camera, record, **spec_values)
         return cls(cameras=(spec,), **values)
 
 
@@ -752,12 +1021,13 @@ def _camera_specs(
     or $CAMERA, else emulated); raises CameraError."""
     base = _record_settings(args)
     record = base if base.directory else None
-    specs = load_config(args.config, defaults, base) if args.config else []
+    spec = _values(args, SPEC)
+    specs = load_config(args.config, defaults, base, **spec) if args.config else []
     values = args.cameras
     if values is None and not specs:
         option = BY_FLAG["--camera"]
         values = [next((env[name] for name in option.env_names if env.get(name)), option.default)]
-    specs += [parse_camera_arg(value, defaults, record) for value in values or ()]
+    specs += [parse_camera_arg(value, defaults, record, **spec) for value in values or ()]
     return check_unique(specs)
 
 

@@ -51,8 +51,8 @@ setup(
     license="MIT",
     license_files=["LICENSE"],
     python_requires=">=3.11",
-    py_modules=["server", "settings", "logs"],
-    packages=["handlers", "cameras", "recording"],
+    py_modules=["server", "settings", "logs", "frame", "feed", "bus"],
+    packages=["handlers", "cameras", "outputs", "recording"],
     data_files=[data_files("static"), data_files("templates")],
     install_requires=[
         # handlers/fastwrite.py writes WebSocket frames past Tornado: checked on these
@@ -63,7 +63,7 @@ setup(
     ],
     extras_require={
         "opencv": ["opencv-python-headless>=4.8"],
-        "cluster": ["nats-py>=2.6"],  # --publish and nats: cameras (cameras/bus.py)
+        "cluster": ["nats-py>=2.6"],  # --publish and nats: cameras (bus.py)
         "bench": ["matplotlib>=3.7"],  # the plot of bench/fanout.py
         "test": [
             "pytest>=8",

@@ -9,9 +9,9 @@ Four parts (``--parts``, all by default), each against fresh ``server.py`` proce
 ``emulated`` camera at 30 fps, JPEG quality 80:
 
 ``link``
-    A viewer behind a real ``--rate`` (2 mbit/s) link: ``tests/netns.py`` makes a veth pair
+    A viewer behind a real ``--rate`` (2 mbit/s) link: ``harness/netns.py`` makes a veth pair
     into a network namespace shaped by ``tc ... tbf``; the server listens on the root side,
-    ``tests/link_client.py`` reads in the namespace.  Per camera size (``--sizes``) and mode
+    ``harness/link_client.py`` reads in the namespace.  Per camera size (``--sizes``) and mode
     (full size ``?adapt=0``; adaptive, the WebSocket's default): frames shown per second,
     frame age (capture to last byte) median and p95, bytes per second, after ``--warmup``
     seconds, over ``--seconds``; and the variant it settled on, when (its last variant
@@ -41,7 +41,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -56,14 +55,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import ServerProcess  # noqa: E402
-from tests.netns import LinkServer, ShapedLink  # noqa: E402
+from bench.fanout import machine  # noqa: E402
+from harness import link_client  # noqa: E402
+from harness.netns import ShapedLink  # noqa: E402
+from harness.process import ServerProcess, pin, stop_process  # noqa: E402
 
 log = logging.getLogger("bench.adapt")
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
-CLIENT = str(ROOT / "tests" / "link_client.py")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -100,14 +100,6 @@ def photo_frames(size: tuple[int, int], folder: Path, count: int = 30) -> Path:
     return folder
 
 
-def pin(pid: int, cpu: int) -> None:
-    """Pin every thread of ``pid`` to ``cpu`` (when the machine has it)."""
-    if (os.cpu_count() or 1) > cpu:
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pid}/task"):
-                os.sched_setaffinity(int(task), {cpu})
-
-
 def cpu_s(pid: int) -> float:
     """utime + stime of process ``pid`` (every thread), seconds, from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -121,12 +113,8 @@ def encode_cpu(variant: dict[str, Any]) -> float:
 
 
 def status(server: ServerProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://{host_of(server)}:{server.port}/status", timeout=10) as reply:
+    with urllib.request.urlopen(f"{server.url}status", timeout=10) as reply:
         return json.load(reply)
-
-
-def host_of(server: ServerProcess) -> str:
-    return getattr(server, "host", "127.0.0.1")
 
 
 @contextlib.contextmanager
@@ -134,7 +122,7 @@ def running_server(args: list[str], logs: Path, host: str | None = None) -> Iter
     """A fresh server process (loopback, or ``host``), stopped by its PID on the way out."""
     folder = Path(tempfile.mkdtemp(prefix="server-", dir=logs))
     args = [*args, "--max-clients", "1000"]  # INFO: the start-up line names the port
-    server = LinkServer(host, args, folder / "server") if host else ServerProcess(args, folder / "server")
+    server = ServerProcess(args, folder / "server", host=host or "127.0.0.1")
     server.start()
     try:
         yield server
@@ -143,7 +131,7 @@ def running_server(args: list[str], logs: Path, host: str | None = None) -> Iter
 
 
 class Client:
-    """tests/link_client.py (in ``link``'s namespace, or here pinned to CPU 1), its summary
+    """harness/link_client.py (in ``link``'s namespace, or here pinned to CPU 1), its summary
     on a file, its per-second progress on another; ended by its PID."""
 
     def __init__(self, url: str, seconds: float, warmup: float, logs: Path, link: ShapedLink | None) -> None:
@@ -151,7 +139,7 @@ class Client:
         self.out_path = folder / "summary.json"
         self.err_path = folder / "stderr"
         self.progress_path = folder / "progress.jsonl"
-        cmd = [sys.executable, CLIENT, url, "--seconds", str(seconds), "--warmup", str(warmup), "--hello"]
+        cmd = link_client.command(url, "--seconds", str(seconds), "--warmup", str(warmup), "--hello")
         cmd += ["--progress", str(self.progress_path)]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             if link is not None:
@@ -176,14 +164,14 @@ class Client:
         """Its summary, once it ends by itself within ``timeout_s`` (else it is ended)."""
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout_s)
-        ShapedLink.stop(self.proc)
+        stop_process(self.proc)
         text = self.out_path.read_text()
         if not text.strip():
             raise RuntimeError(f"client printed nothing: {self.err_path.read_text()[-2000:]}")
         return json.loads(text)
 
     def stop(self) -> None:
-        ShapedLink.stop(self.proc)
+        stop_process(self.proc)
 
 
 # -- a: the link -------------------------------------------------------------------------
@@ -337,12 +325,12 @@ def fanout_run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             after, t1 = status(server), time.monotonic()
             out, err = load.communicate(timeout=args.cpu_seconds + 60)
         finally:
-            ShapedLink.stop(load)
+            stop_process(load)
     if load.returncode != 0:
         raise RuntimeError(f"load.py failed: {err[-2000:]}")
     report = json.loads(out)
-    label, variant = next((k, v) for k, v in after["variants"].items() if v["width"] == 320)
-    encoded = variant["frames_encoded"] - before["variants"][label]["frames_encoded"]
+    label, variant = next((k, v) for k, v in after["variants"]["sizes"].items() if v["width"] == 320)
+    encoded = variant["frames_encoded"] - before["variants"]["sizes"][label]["frames_encoded"]
     captured = after["frames_captured"] - before["frames_captured"]
     return {
         "viewers": args.viewers,
@@ -352,7 +340,7 @@ def fanout_run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         "frames_encoded": encoded,
         "ratio": round(encoded / captured, 3) if captured else None,
         "encode_cpu_percent": round(
-            100 * (encode_cpu(variant) - encode_cpu(before["variants"][label])) / (t1 - t0), 2
+            100 * (encode_cpu(variant) - encode_cpu(before["variants"]["sizes"][label])) / (t1 - t0), 2
         ),
         "subscribers": variant["subscribers"],
         "fps_median": report["fps_median"],
@@ -453,21 +441,6 @@ def goal_rows(results: dict[str, Any]) -> list[str]:
             f"| {verdict(0.9 <= f['ratio'] <= 1.1)} |"
         )
     return rows
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
 
 
 def interrupted(signum: int, frame: object) -> None:

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import stop_process  # noqa: E402
 from bench.stream import StreamReader  # noqa: E402
+from harness.process import stop_process  # noqa: E402
 
 log = logging.getLogger("bench.basic")
 

@@ -71,8 +71,8 @@ sys.path.insert(0, str(ROOT))
 log = logging.getLogger("bench.browser_memory")
 
 # The engines' programs and Chromium's flags, as the page tests run them.
-from tests.browsers import CHROMIUM, FIREFOX, WEBKIT_DRIVER, XVFB  # noqa: E402
-from tests.browsers import CHROMIUM_ARGS as CHROMIUM_FLAGS  # noqa: E402
+from harness.browsers import CHROMIUM, FIREFOX, WEBKIT_DRIVER, XVFB  # noqa: E402
+from harness.browsers import CHROMIUM_ARGS as CHROMIUM_FLAGS  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 720
 START_TIMEOUT_S = 60.0

@@ -6,10 +6,10 @@ viewers; against one plain server with the same viewers.
     .venv/bin/python bench/cluster.py --parts edges --modes mjpeg --proxy-buffer-size 4k
     .venv/bin/python bench/cluster.py --from-json docs/cluster.json # only the tables of a past run
 
-Everything on loopback.  The cluster: ``nats-server`` (tests/natsserver.py); the origin,
+Everything on loopback.  The cluster: ``nats-server`` (harness/natsserver.py); the origin,
 ``server.py --camera emulated --fps 30 --publish nats://127.0.0.1:PORT`` (640x480, quality
 80); two edges, ``server.py --camera emulated=nats:nats://127.0.0.1:PORT/emulated
---max-clients 2000``; nginx (tests/nginx.py: one worker) with docs/nginx-edges.conf in
+--max-clients 2000``; nginx (harness/nginx.py: one worker) with docs/nginx-edges.conf in
 front of both (``least_conn``; ``worker_connections`` raised when 2 x viewers needs more
 than its 2048).  The viewers are bench/load.py's (its ``Load``, ``warm_up`` and
 ``measure``, in this process: the code of ``load.py --server-pid``), through nginx to
@@ -79,10 +79,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fanout import machine as fanout_machine  # noqa: E402
 from bench.load import Load, Viewer, measure, parse_target, server_cpu_s, warm_up  # noqa: E402
-from cameras.bus import LATENCY_FRAMES  # noqa: E402
-from tests.conftest import ServerProcess  # noqa: E402
-from tests.natsserver import NATS_SERVER, NatsServer  # noqa: E402
-from tests.nginx import NGINX, Nginx, edges_http  # noqa: E402
+from cameras.nats import LATENCY_FRAMES  # noqa: E402
+from harness.natsserver import NATS_SERVER, NatsServer  # noqa: E402
+from harness.nginx import NGINX, Nginx, edges_http  # noqa: E402
+from harness.process import ServerProcess, pin  # noqa: E402
+from harness.stats import percentile  # noqa: E402
 
 log = logging.getLogger("bench.cluster")
 
@@ -97,14 +98,6 @@ class TimeLimit(Exception):
 
 
 # -- processes ----------------------------------------------------------------------------
-def pin(pid: int, cpu: int) -> None:
-    """Pin every thread of ``pid`` to ``cpu`` (when the machine has it)."""
-    if (os.cpu_count() or 1) > cpu:
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pid}/task"):
-                os.sched_setaffinity(int(task), {cpu})
-
-
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (nginx's workers)."""
     found: list[int] = []
@@ -116,7 +109,7 @@ def children(pid: int) -> list[int]:
 
 
 class NginxFor(Nginx):
-    """tests/nginx.py's Nginx, with ``worker_connections`` raised to ``connections`` when
+    """harness/nginx.py's Nginx, with ``worker_connections`` raised to ``connections`` when
     its 2048 are too few (two per viewer: the viewer's and the edge's)."""
 
     def __init__(
@@ -131,7 +124,7 @@ class NginxFor(Nginx):
         text = super().config()
         if self.connections > 2048:
             text = text.replace("worker_connections 2048;", f"worker_connections {self.connections};")
-        if self.workers != 1:  # an experiment: tests/nginx.py runs one worker
+        if self.workers != 1:  # an experiment: harness/nginx.py runs one worker
             text = text.replace("worker_processes 1;", f"worker_processes {self.workers};")
         if self.buffer:  # an experiment (--proxy-buffer-size): in place of the shipped size
             # nginx refuses a directive twice in one block: the shipped lines are replaced, or
@@ -304,12 +297,12 @@ def probe_main(url: str, seconds: float) -> int:
         await nc.close()
         return latencies
 
-    samples = sorted(asyncio.run(run()))
+    samples = asyncio.run(run())
 
     def at(q: float) -> float | None:
-        return round(1000 * samples[min(len(samples) - 1, int(q * len(samples)))], 2) if samples else None
+        return round(1000 * percentile(samples, q), 2) if samples else None
 
-    json.dump({"p50": at(0.5), "p99": at(0.99), "frames": len(samples)}, sys.stdout)
+    json.dump({"p50": at(50), "p99": at(99), "frames": len(samples)}, sys.stdout)
     return 0
 
 

@@ -39,7 +39,6 @@ import logging
 import os
 import platform
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import server_cpu_s  # noqa: E402
+from harness.process import free_port, pin, stop_process  # noqa: E402
 
 log = logging.getLogger("bench.fanout")
 
@@ -92,30 +92,6 @@ def make_frames(folder: Path, count: int = 30, target_bytes: int = 40_000) -> in
 
 
 # -- processes ----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 10 s: a process this benchmark started, by its PID."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def pin(pid: int, cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pid}/task"):
-                os.sched_setaffinity(int(task), {cpu})
-
-
 class Process:
     """A benchmark process on a known loopback port, pinned, stopped by its PID."""
 

@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cameras.base import Camera, CameraConfig, Frame  # noqa: E402
-from cameras.feed import FrameFeed  # noqa: E402
+from cameras.base import Camera, CameraConfig  # noqa: E402
+from feed import FrameFeed  # noqa: E402
+from frame import Frame  # noqa: E402
 
 
 class OnDemandCamera(Camera):

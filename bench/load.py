@@ -45,6 +45,12 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.stats import percentile  # noqa: E402
 
 BUFFER = bytearray(4 << 20)
 VIEW = memoryview(BUFFER)
@@ -352,14 +358,14 @@ def measure(load: Load, viewers: list[Viewer], seconds: float, pid: int | None) 
         "seconds": round(elapsed, 3),
         "frames": frames,
         "fps_median": round(statistics.median(rates), 2) if rates else 0.0,
-        "fps_p5": round(percentile(rates, 0.05), 2) if rates else 0.0,
+        "fps_p5": round(percentile(rates, 5), 2) if rates else 0.0,
         "fps_min": round(min(rates), 2) if rates else 0.0,
         "duplicates": sum(v.duplicates for v in viewers),
         "errors": len(errors),
         "error_examples": sorted(set(errors))[:3],
         "latency_ms": {
-            "median": round(1000 * percentile(latencies, 0.5), 2),
-            "p99": round(1000 * percentile(latencies, 0.99), 2),
+            "median": round(1000 * percentile(latencies, 50), 2) if latencies else float("nan"),
+            "p99": round(1000 * percentile(latencies, 99), 2) if latencies else float("nan"),
             "max": round(1000 * max(latencies), 2) if latencies else None,
         },
         "cpu_percent": round(100 * cpu_s / elapsed, 1),
@@ -388,14 +394,6 @@ def warm_up(load: Load, viewers: list[Viewer], seconds: float) -> None:
     while time.monotonic() < deadline and any(v.frames == 0 and v.error is None for v in viewers):
         load.run(0.05)
     load.run(0.5)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def main(argv: list[str] | None = None) -> int:

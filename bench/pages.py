@@ -4,7 +4,7 @@
         [--seconds 10] [--json out.json]
 
 For each engine (Debian's Chromium, Firefox ESR and WebKitGTK, driven as the page
-tests drive them: tests/browsers.py), against server processes this script starts
+tests drive them: harness/browsers.py), against server processes this script starts
 on free loopback ports:
 
 - ``/``: the frames per second the plain ``<img>`` shows of a 640x480, 30 fps
@@ -44,8 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from tests.browsers import ENGINES, launch  # noqa: E402
-from tests.conftest import ServerProcess, nearest_colour, write_colour_frames  # noqa: E402
+from harness.browsers import ENGINES, launch  # noqa: E402
+from harness.colours import nearest_colour, write_colour_frames  # noqa: E402
+from harness.process import ServerProcess  # noqa: E402
 
 #: Counts, in the page, the pictures an <img> shows for ``ms`` milliseconds.
 IMG_RATE = """

@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import Process, free_port, machine, make_frames, run_load, server_cpu_s  # noqa: E402
+from bench.fanout import Process, machine, make_frames, run_load, server_cpu_s  # noqa: E402
+from harness.process import free_port  # noqa: E402
 
 log = logging.getLogger("bench.record")
 

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.basic import cpu_ns  # noqa: E402
-from bench.fanout import stop_process  # noqa: E402
 from bench.stream import StreamReader  # noqa: E402
+from harness.process import stop_process  # noqa: E402
 
 log = logging.getLogger("bench.relay")
 

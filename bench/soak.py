@@ -38,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fanout import free_port, make_frames, stop_process  # noqa: E402
+from bench.fanout import make_frames  # noqa: E402
+from harness.process import free_port, stop_process  # noqa: E402
 
 log = logging.getLogger("bench.soak")
 

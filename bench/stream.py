@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cameras.base import CameraError
 from cameras.relay import MultipartParser
+from frame import CameraError
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.basic import cpu_ns  # noqa: E402
-from bench.fanout import stop_process  # noqa: E402
+from harness.browsers import CHROMIUM  # noqa: E402
+from harness.process import stop_process  # noqa: E402
+from harness.stats import percentile  # noqa: E402
 
 log = logging.getLogger("bench.viewer")
-
-CHROMIUM = "/usr/bin/chromium"
 
 #: Records the age of each frame drawn, sampled once per animation frame.
 RECORD = """
@@ -51,11 +51,6 @@ RECORD = """
   requestAnimationFrame(sample);
 }
 """
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> int:
@@ -123,8 +118,8 @@ def main() -> int:
         "fps_page_counter_at_end": round(result["fps"], 2),
         "frames_dropped_by_the_page": result["dropped"],
         "frame_age_ms_mean": round(sum(ages) / len(ages), 2),
-        "frame_age_ms_p50": round(percentile(ages, 0.5), 2),
-        "frame_age_ms_p95": round(percentile(ages, 0.95), 2),
+        "frame_age_ms_p50": round(percentile(ages, 50), 2),
+        "frame_age_ms_p95": round(percentile(ages, 95), 2),
         "frame_age_ms_max": round(max(ages), 2),
         "frame_ages_sampled": len(ages),
         "clock_offset_ms": round(1000 * result["offset"], 3),

@@ -8,10 +8,12 @@ dependency costs nothing to the others.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from cameras.base import Camera, CameraConfig, CameraError, Frame
+from cameras.base import Camera, CameraConfig
+from frame import CameraError
 
-__all__ = ["DRIVERS", "Camera", "CameraConfig", "CameraError", "Frame", "check_driver", "create_camera"]
+__all__ = ["DRIVERS", "Camera", "CameraConfig", "check_driver", "create_camera"]
 
 DRIVERS: dict[str, str] = {
     "emulated": "cameras.emulated:EmulatedCamera",
@@ -19,7 +21,7 @@ DRIVERS: dict[str, str] = {
     "opencv": "cameras.opencv:OpenCVCamera",
     "picamera2": "cameras.picam:PiCamera",
     "mjpeg": "cameras.relay:RelayCamera",
-    "nats": "cameras.bus:NatsCamera",
+    "nats": "cameras.nats:NatsCamera",
 }
 
 
@@ -32,8 +34,10 @@ def check_driver(driver: str) -> str:
     return driver
 
 
-def create_camera(driver: str, config: CameraConfig) -> Camera:
-    """Build (not start) a camera of the named driver.
+def create_camera(driver: str, config: CameraConfig, **options: Any) -> Camera:
+    """Build (not start) a camera of the named driver; ``options`` go to its
+    constructor beside ``config`` (a ``nats`` camera's bus prefix, credentials
+    and viewer count: see :class:`cameras.nats.NatsCamera`).
 
     Raises CameraError for an unknown name, a missing dependency or a bad
     configuration, with a message for people.
@@ -44,4 +48,4 @@ def create_camera(driver: str, config: CameraConfig) -> Camera:
     except ImportError as exc:
         raise CameraError(f"camera driver {driver!r} is not available: {exc}") from exc
     cls: type[Camera] = getattr(module, class_name)
-    return cls(config)
+    return cls(config, **options)

@@ -1,10 +1,14 @@
-"""The driver contract: what every frame source offers to the feed.
+"""The source contract: what every frame source offers to the feed.
 
-A camera produces complete JPEG frames on a thread of its own and keeps only
-the newest one.  The IOLoop reads that one slot with :meth:`Camera.latest`,
-which never blocks.  Outputs that must see every frame whatever the IOLoop is
-doing (the recorder) are the camera's *sinks*, called on the driver's thread
-(:meth:`Camera.add_sink`).  Drivers know nothing of HTTP or Tornado.
+A camera (a driver, a bus subscription, a variant encoder) produces complete
+JPEG frames on a thread of its own and keeps only the newest one.  The
+IOLoop reads that one slot with :meth:`Camera.latest`, which never blocks.
+The feed's other outputs (the recorder, the bus publisher, the variants)
+take every frame on the camera's own thread: the feed hands their ``put`` to
+:meth:`Camera.add_sink`, and only the feed calls it.  Drivers know nothing
+of HTTP or Tornado.  :class:`~frame.Frame` and :class:`~frame.CameraError`
+live at the bottom of the house (:mod:`frame`); they are re-exported here for
+the drivers.
 """
 
 from __future__ import annotations
@@ -15,31 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from frame import CameraError, Frame, RateMeter
+
+__all__ = ["Camera", "CameraConfig", "CameraError", "Frame", "FrameSinkFn", "ThreadedCamera"]
 
 log = logging.getLogger(__name__)
-
-
-class CameraError(Exception):
-    """A camera cannot be configured, opened or read; the message is for people."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One complete encoded picture.
-
-    ``seq`` is strictly increasing per camera (across restarts too), so a
-    consumer can tell a new frame from one it has already seen.
-    ``timestamp`` is the capture time in Unix seconds (``time.time()``).
-    ``live`` is False for a picture the server made itself (the "no signal"
-    picture shown while the source is failing).
-    """
-
-    jpeg: bytes
-    seq: int
-    timestamp: float
-    width: int
-    height: int
-    live: bool = True
 
 
 @dataclass(frozen=True)
@@ -53,9 +39,6 @@ class CameraConfig:
     height: int = 480
     fps: float = 30.0
     quality: int = 80
-    #: Variants (other sizes or qualities, :mod:`cameras.variants`) running at once;
-    #: the feed's business, not the driver's.
-    max_variants: int = 4
 
 
 FrameSinkFn = Callable[[Frame], None]
@@ -67,7 +50,7 @@ class Camera(abc.ABC):
     ``start`` is called from the IOLoop thread and returns at once; ``stop``
     may block (a hung SDK), so the feed calls it on a worker thread; ``latest``
     and the sink methods from any thread.  Subclasses run their blocking work
-    on their own thread.
+    on their own thread and hand each frame to :meth:`_publish_frame` there.
     """
 
     #: Registry name of the driver, for logs and ``/status``.
@@ -78,6 +61,9 @@ class Camera(abc.ABC):
         #: Live frames produced, and failures (each error of open or capture), ever.
         self.frames_captured = 0
         self.failures = 0
+        #: The newest frame: replaced by one reference assignment, read without a lock.
+        self._frame: Frame | None = None
+        self._rate = RateMeter()
         # Replaced whole (copy on write), never changed in place: the driver's
         # thread iterates over the tuple it read without a lock.
         self._sinks: tuple[FrameSinkFn, ...] = ()
@@ -86,7 +72,8 @@ class Camera(abc.ABC):
     def add_sink(self, sink: FrameSinkFn) -> None:
         """Call ``sink(frame)`` with every frame published from now on, live or
         "no signal" (``Frame.live``), on the thread that publishes it (the
-        driver's); ``sink`` must not block.  Any thread."""
+        driver's); ``sink`` must not block.  Any thread; the feed's
+        :meth:`~feed.FrameFeed.attach` is its one caller."""
         with self._sinks_lock:
             self._sinks = (*self._sinks, sink)
 
@@ -95,9 +82,14 @@ class Camera(abc.ABC):
         with self._sinks_lock:
             self._sinks = tuple(s for s in self._sinks if s != sink)  # == : bound methods are made anew
 
-    def _emit(self, frame: Frame) -> None:
-        """Hand ``frame`` to every sink (the publishing thread); a sink that raises
-        is logged and kept."""
+    def _publish_frame(self, frame: Frame) -> None:
+        """Make ``frame`` the newest (the publishing thread): one reference
+        assignment, a live frame counted and metered, then handed to every
+        sink; a sink that raises is logged and kept."""
+        if frame.live:
+            self.frames_captured += 1
+            self._rate.tick()
+        self._frame = frame
         for sink in self._sinks:
             try:
                 sink(frame)
@@ -120,9 +112,9 @@ class Camera(abc.ABC):
         takes: call it off the IOLoop (the feed does).
         """
 
-    @abc.abstractmethod
     def latest(self) -> Frame | None:
         """The newest complete frame, or None before the first one; O(1), never blocks."""
+        return self._frame
 
     @property
     @abc.abstractmethod
@@ -141,8 +133,15 @@ class Camera(abc.ABC):
 
     @property
     def measured_fps(self) -> float:
-        """Frames produced per second over the last few seconds."""
-        return 0.0
+        """Frames published per second over the last second or so (0 when none
+        came for 2 s, or stopped).  Any thread."""
+        return self._rate.fps() if self.running else 0.0
+
+    def status(self) -> dict[str, Any]:
+        """The source's own entries of its camera's ``/status``, beyond those every
+        source has (a bus subscription's ``"bus"``); ``{}`` for most.  IOLoop
+        thread; cheap, never blocks."""
+        return {}
 
 
 class ThreadedCamera(Camera):
@@ -168,7 +167,6 @@ class ThreadedCamera(Camera):
 
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)
-        self._frame: Frame | None = None
         self._seq = 0
         # The one capture thread; kept until it has really ended, so a start()
         # meanwhile cannot run a second one beside it.
@@ -178,10 +176,6 @@ class ThreadedCamera(Camera):
         self._stop_event = threading.Event()
         self._online = False
         self._error: str | None = None
-        self._rate_start = 0.0
-        self._rate_count = 0
-        self._rate_fps = 0.0
-        self._last_publish = 0.0
 
     # -- to implement -------------------------------------------------------
     def open(self) -> None:
@@ -225,9 +219,7 @@ class ThreadedCamera(Camera):
                 return
             self._stop_event = threading.Event()
             self._frame = None  # a frame from before the last stop is stale
-            self._rate_start = time.monotonic()
-            self._rate_count = 0
-            self._rate_fps = 0.0
+            self._rate.reset()
             self._thread = threading.Thread(
                 target=self._run,
                 args=(self._stop_event,),
@@ -261,9 +253,6 @@ class ThreadedCamera(Camera):
                 self._online = False
         log.info("%s camera stopped", self.label)
 
-    def latest(self) -> Frame | None:
-        return self._frame
-
     @property
     def running(self) -> bool:
         """True from start() until stop() is called."""
@@ -277,26 +266,10 @@ class ThreadedCamera(Camera):
     def error(self) -> str | None:
         return self._error
 
-    @property
-    def measured_fps(self) -> float:
-        if not self.running or time.monotonic() - self._last_publish > 2.0:
-            return 0.0
-        return self._rate_fps
-
     # -- the driver thread --------------------------------------------------
     def _publish(self, jpeg: bytes, width: int, height: int) -> None:
         self._seq += 1
-        self.frames_captured += 1
-        now = time.monotonic()
-        self._last_publish = now
-        self._rate_count += 1
-        if now - self._rate_start >= 1.0:
-            self._rate_fps = self._rate_count / (now - self._rate_start)
-            self._rate_start = now
-            self._rate_count = 0
-        # One reference assignment: readers see the old frame or the new one.
-        frame = self._frame = Frame(jpeg, self._seq, time.time(), width, height)
-        self._emit(frame)
+        self._publish_frame(Frame(jpeg, self._seq, time.time(), width, height))
 
     def _run(self, stop: threading.Event) -> None:
         interval_s = 1.0 / self.config.fps if self.config.fps > 0 else 0.0
@@ -351,19 +324,12 @@ class ThreadedCamera(Camera):
                 return
 
     def _publish_no_signal(self) -> None:
-        from cameras.nosignal import render_no_signal  # Pillow, only when needed
+        from cameras.nosignal import no_signal_frame  # Pillow, only when needed
 
-        last = self._frame
-        width, height = (last.width, last.height) if last else (self.config.width, self.config.height)
-        name = self.config.name or self.driver
-        try:
-            jpeg = render_no_signal(name, width, height)
-        except (OSError, ValueError) as exc:
-            log.warning("%s: cannot draw the no-signal picture: %s", name, exc)
-            return
-        self._seq += 1
-        frame = self._frame = Frame(jpeg, self._seq, time.time(), width, height, live=False)
-        self._emit(frame)
+        frame = no_signal_frame(self.config, self._frame, self._seq + 1, self.config.name or self.driver)
+        if frame is not None:
+            self._seq = frame.seq
+            self._publish_frame(frame)
 
     def _safe_close(self) -> None:
         try:

@@ -14,9 +14,11 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
-from cameras.base import CameraConfig, CameraError, ThreadedCamera
+from cameras.base import CameraConfig, ThreadedCamera
 
 #: The loop lasts this long at the configured frame rate.
+from frame import CameraError
+
 LOOP_S = 2.0
 MAX_LOOP_FRAMES = 120
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from cameras.base import CameraConfig, CameraError, ThreadedCamera
+from cameras.base import CameraConfig, ThreadedCamera
+from frame import CameraError
 
 log = logging.getLogger(__name__)
 

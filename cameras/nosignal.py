@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
+
+from frame import Frame
+
+if TYPE_CHECKING:
+    from cameras.base import CameraConfig
+
+log = logging.getLogger(__name__)
 
 
 def render_no_signal(
@@ -39,3 +48,19 @@ def render_no_signal(
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def no_signal_frame(config: CameraConfig, last: Frame | None, seq: int, name: str = "") -> Frame | None:
+    """The "no signal" :class:`~frame.Frame` of a camera of ``config`` (``live``
+    False, numbered ``seq``), at the size of its ``last`` frame (else its
+    configured size), or None if it cannot be drawn (logged).  ``name``: the
+    camera's name on the picture (default: the configured one).  CPU-bound (a few
+    milliseconds): a driver's or a worker thread, never the IOLoop."""
+    width, height = (last.width, last.height) if last else (config.width, config.height)
+    name = name or config.name or "camera"
+    try:
+        jpeg = render_no_signal(name, width, height)
+    except (OSError, ValueError) as exc:
+        log.warning("%s: cannot draw the no-signal picture: %s", name, exc)
+        return None
+    return Frame(jpeg, seq, time.time(), width, height, live=False)

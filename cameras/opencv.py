@@ -26,7 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from cameras.base import CameraConfig, CameraError, ThreadedCamera
+from cameras.base import CameraConfig, ThreadedCamera
+from frame import CameraError
 
 log = logging.getLogger(__name__)
 

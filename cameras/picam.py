@@ -34,8 +34,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from cameras.base import CameraConfig, CameraError, ThreadedCamera
+from cameras.base import CameraConfig, ThreadedCamera
 from cameras.jpeg import jpeg_size
+from frame import CameraError
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from cameras.base import CameraConfig, CameraError, ThreadedCamera
+from cameras.base import CameraConfig, ThreadedCamera
 from cameras.jpeg import SOI, jpeg_size
+from frame import CameraError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import tornado.template
 from tornado.httputil import HTTPServerRequest
 from tornado.routing import Matcher, PathMatches, Rule
 
-from cameras.feed import FrameFeed
+from feed import FrameFeed
 from handlers.base import NotFoundHandler
 from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
@@ -27,6 +27,7 @@ from handlers.recordings import (
 from handlers.snapshot import SnapshotHandler
 from handlers.status import StatusHandler
 from handlers.ws import WsHandler
+from outputs.variants import Variants
 from recording.archive import Archive
 from recording.recorder import SEGMENT_PATTERN, Recorder
 
@@ -88,7 +89,7 @@ def _paths(prefix: str, *paths: str) -> str:
 
 def _camera_rules(
     prefix: str,
-    feed: FrameFeed,
+    variants: Variants,
     *,
     loader: tornado.template.Loader,
     static_path: str,
@@ -98,12 +99,13 @@ def _camera_rules(
     recordings_link: str | None = None,
     frame_ancestors: str = "*",
 ) -> list[Rule]:
-    """The URLs of one camera under ``prefix`` (``""`` or ``/cameras/NAME``); its
-    pages link to the camera list and, while any camera records, to the
-    recordings (relative links, None: no link); ``frame_ancestors`` says who
-    may frame ``/kiosk`` (``--frame-ancestors``)."""
-    stream = {"feed": feed}
-    snapshot = {"feed": feed, "timeout_s": snapshot_timeout_s}
+    """The URLs of one camera (``variants.feed``'s) under ``prefix`` (``""`` or
+    ``/cameras/NAME``); its pages link to the camera list and, while any camera
+    records, to the recordings (relative links, None: no link);
+    ``frame_ancestors`` says who may frame ``/kiosk`` (``--frame-ancestors``)."""
+    feed = variants.feed
+    stream = {"variants": variants}
+    snapshot = {"variants": variants, "timeout_s": snapshot_timeout_s}
     values = {
         "camera": feed.name,
         "cameras_link": cameras_link,
@@ -115,7 +117,7 @@ def _camera_rules(
         Rule(PathMatches(_paths(prefix, "/stream.mjpg", "/stream", "/video_feed")), MjpegHandler, stream),
         Rule(PathMatches(_paths(prefix, "/snapshot.jpg", "/snapshot")), SnapshotHandler, snapshot),
         Rule(PathMatches(_paths(prefix, "/status")), StatusHandler, {"feed": feed, **status}),
-        Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, {"feed": feed}),
+        Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, stream),
         Rule(PathMatches(_paths(prefix, "/viewer")), PageHandler, _page(loader, "viewer.html", values)),
         # /kiosk may be framed (a dashboard's iframe) by whom --frame-ancestors says.
         Rule(
@@ -179,8 +181,45 @@ def _page(
     }
 
 
+def _site_rules(
+    feeds: Mapping[str, FrameFeed],
+    first: Variants,
+    loader: tornado.template.Loader,
+    static_path: str,
+    snapshot_timeout_s: float,
+    recording: bool,
+) -> list[Rule]:
+    """The URLs of the server as a whole: the favicon, the mjpg-streamer
+    aliases of the first camera, ``/metrics``, and the camera list (at
+    ``/cameras/``, and at ``/`` when there are several cameras).  Reads the
+    favicon (blocking: at start)."""
+    names = list(feeds)
+    icon = (Path(static_path) / "favicon.ico").read_bytes()
+
+    def camera_list(root: str, assets: str) -> dict[str, Any]:
+        values = {"cameras": names, "root": root, "assets": assets, "recording": recording}
+        return _page(loader, "cameras.html", values, False)
+
+    rules = [
+        Rule(PathMatches(r"/favicon\.ico$"), FaviconHandler, {"icon": icon}),
+        Rule(ActionMatches("/", "stream"), MjpegHandler, {"variants": first}),
+        Rule(
+            ActionMatches("/", "snapshot"),
+            SnapshotHandler,
+            {"variants": first, "timeout_s": snapshot_timeout_s},
+        ),
+        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
+        Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
+        Rule(PathMatches(r"/cameras/$"), PageHandler, camera_list("../", "../static/")),
+    ]
+    if len(feeds) > 1:
+        rules.append(Rule(PathMatches(r"/$"), PageHandler, camera_list("", "static/")))
+    return rules
+
+
 def routes(
     feeds: Mapping[str, FrameFeed],
+    variants: Mapping[str, Variants],
     *,
     static_path: str,
     template_path: str,
@@ -192,9 +231,11 @@ def routes(
     frame_ancestors: str = "*",
 ) -> list[Rule]:
     """Every URL the server answers, in one place; all of them under ``base_path``
-    if given (see :func:`under_base_path`).  ``frame_ancestors``: the CSP source
-    list of who may frame ``/kiosk`` (the other pages: nobody).  Reads the
-    favicon from ``static_path`` (blocking: at start).
+    if given (see :func:`under_base_path`).  ``variants``: each camera's (by
+    name, as ``feeds``), which its stream and snapshot handlers serve;
+    ``frame_ancestors``: the CSP source list of who may frame ``/kiosk`` (the
+    other pages: nobody).  Reads the favicon from ``static_path`` (blocking:
+    at start).
 
     Each camera answers under ``/cameras/NAME/``; the first also at the short
     URLs (``/stream.mjpg``...).  ``/cameras/`` lists the cameras, and so does
@@ -205,49 +246,16 @@ def routes(
     if not feeds:
         raise ValueError("a server needs at least one camera")
     loader = tornado.template.Loader(template_path, autoescape="xhtml_escape")
-    first = next(iter(feeds.values()))
-    several = len(feeds) > 1
+    first = variants[next(iter(feeds))]
     status = {"version": version, "started_at": started_at}
     common = {
         "loader": loader,
         "static_path": static_path,
         "snapshot_timeout_s": snapshot_timeout_s,
+        "frame_ancestors": frame_ancestors,
     }
-    stream = {"feed": first}
-    snapshot = {"feed": first, "timeout_s": snapshot_timeout_s}
-    names = list(feeds)
     recording = any(recorder is not None for recorder in recorders.values())
-    icon = (Path(static_path) / "favicon.ico").read_bytes()
-    rules = [
-        Rule(PathMatches(r"/favicon\.ico$"), FaviconHandler, {"icon": icon}),
-        Rule(ActionMatches("/", "stream"), MjpegHandler, stream),
-        Rule(ActionMatches("/", "snapshot"), SnapshotHandler, snapshot),
-        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
-        Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
-        Rule(
-            PathMatches(r"/cameras/$"),
-            PageHandler,
-            _page(
-                loader,
-                "cameras.html",
-                {"cameras": names, "root": "../", "assets": "../static/", "recording": recording},
-                False,
-            ),
-        ),
-    ]
-    if several:
-        rules.append(
-            Rule(
-                PathMatches(r"/$"),
-                PageHandler,
-                _page(
-                    loader,
-                    "cameras.html",
-                    {"cameras": names, "root": "", "assets": "static/", "recording": recording},
-                    False,
-                ),
-            )
-        )
+    rules = _site_rules(feeds, first, loader, static_path, snapshot_timeout_s, recording)
     rules += _recording_rules({name: _folder(recorders.get(name)) for name in feeds}, loader)
     # The short URLs: the first camera, but /status covers every camera.
     rules += _camera_rules(
@@ -256,21 +264,19 @@ def routes(
         cameras_link="cameras/",
         recordings_link="recordings/" if recording else None,
         status={**status, "feeds": feeds},
-        frame_ancestors=frame_ancestors,
         **common,
     )
-    for name, feed in feeds.items():
+    for name in feeds:
         prefix = f"/cameras/{name}"
         rules.append(
             Rule(PathMatches(re.escape(prefix) + "$"), RelativeRedirectHandler, {"location": f"{name}/"})
         )
         rules += _camera_rules(
             prefix,
-            feed,
+            variants[name],
             cameras_link="../",
             recordings_link="../../recordings/" if recording else None,
             status=status,
-            frame_ancestors=frame_ancestors,
             **common,
         )
     return under_base_path(rules, base_path)

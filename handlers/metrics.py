@@ -18,7 +18,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from cameras.feed import FrameFeed
+from feed import FrameFeed
 from handlers.base import BaseHandler
 
 VIEWER_KINDS = ("mjpeg", "ws")
@@ -106,12 +106,13 @@ class FeedCollector(Collector):
         for name, feed in self.feeds.items():
             status = feed.status()
             by_variant.add_metric([name, "source"], feed.subscriber_count)
-            for label, variant in status["variants"].items():
+            variants = status.get("variants") or {}
+            for label, variant in variants.get("sizes", {}).items():
                 by_variant.add_metric([name, label], variant["subscribers"])
                 encoded.add_metric([name, label], variant["frames_encoded"])
                 encode_cpu.add_metric([name, label], variant["encode_cpu_seconds"])
                 running_variants.add_metric([name, label], 1 if variant["running"] else 0)
-            for direction, count in status["adapt_steps"].items():
+            for direction, count in variants.get("adapt_steps", {"down": 0, "up": 0}).items():
                 steps.add_metric([name, direction], count)
             for part in (status.get("publishing"), status.get("bus")):
                 for key in BUS_COUNTERS.keys() & (part or {}).keys():

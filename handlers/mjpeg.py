@@ -30,13 +30,14 @@ from typing import Any
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from cameras.base import CameraError, Frame
-from cameras.feed import FrameFeed, SubscriberGone, consume
+from feed import SubscriberGone, consume
+from frame import CameraError, Frame
 from handlers.base import NO_CACHE, BaseHandler
 from handlers.cors import answer_preflight, cors_headers
 from handlers.fastwrite import write_now
 from handlers.limits import refuse_if_full
 from handlers.viewing import BadRequest, VariantViewer, limit_unsent, variant_args
+from outputs.variants import Variants
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,14 @@ def response_head(
 class MjpegHandler(VariantViewer, BaseHandler):
     """``GET`` streams frames until the client leaves; ``HEAD`` sends the headers only.
 
-    ``?width=W`` and ``?quality=Q`` pick a variant (:mod:`cameras.variants`);
+    ``?width=W`` and ``?quality=Q`` pick a variant (:mod:`outputs.variants`);
     ``?adapt=1`` lets the server move it to smaller ones while the link is too
-    slow (:mod:`cameras.adapt`)."""
+    slow (:mod:`outputs.adapt`)."""
 
     kind = "mjpeg"
 
-    def initialize(self, feed: FrameFeed) -> None:
-        self.feed = feed
-        self._viewer_init()
+    def initialize(self, variants: Variants) -> None:
+        self._viewer_init(variants)
         self.repeat_stale = True
         self.encoder = length_part
         self._stream: IOStream | None = None

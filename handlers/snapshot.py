@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from cameras.base import CameraError
-from cameras.feed import FrameFeed
+from frame import CameraError
 from handlers.base import BaseHandler
 from handlers.cors import answer_preflight, cors_headers
-from handlers.viewing import BadRequest, variant_args, variants_of
+from handlers.viewing import BadRequest, variant_args
+from outputs.variants import Variants
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +16,13 @@ log = logging.getLogger(__name__)
 class SnapshotHandler(BaseHandler):
     """``GET``/``HEAD``: ``image/jpeg`` of the newest frame, or 503 with a short reason.
 
-    ``?width=W`` and ``?quality=Q`` ask for a variant (:mod:`cameras.variants`):
+    ``?width=W`` and ``?quality=Q`` ask for a variant (:mod:`outputs.variants`):
     its newest frame, or its first once started (it then runs on for its idle
     timeout, like a camera after a snapshot)."""
 
-    def initialize(self, feed: FrameFeed, timeout_s: float) -> None:
-        self.feed = feed
+    def initialize(self, variants: Variants, timeout_s: float) -> None:
+        self.variants = variants
+        self.feed = variants.feed
         self.timeout_s = timeout_s
 
     def compute_etag(self) -> None:
@@ -36,7 +37,7 @@ class SnapshotHandler(BaseHandler):
         feed = self.feed
         try:
             if width is not None or quality is not None:
-                variants = variants_of(feed)
+                variants = self.variants
                 if width is not None and not variants.size_known():
                     await feed.snapshot(self.timeout_s)  # the camera's real size, to snap the width to
                 feed, _ = variants.feed_for(variants.key_for(width, quality))

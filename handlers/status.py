@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from cameras.feed import FrameFeed
+from feed import FrameFeed
 from handlers.base import BaseHandler
 from handlers.ws import MAX_CLIENT_MESSAGE_BYTES
 

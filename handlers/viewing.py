@@ -2,9 +2,10 @@
 
 Every stream handler (MJPEG, WebSocket) is a :class:`VariantViewer`: it
 joins the feed of the variant it asked for (or the camera's own feed),
-through the camera's :class:`~cameras.variants.Variants`, and, when it
-adapts, the camera's :class:`~cameras.adapt.Adaptation` moves it between
-variants.  The snapshot handler takes the same ``width`` and ``quality``.
+through the camera's :class:`~outputs.variants.Variants` (given to the
+handler by the URL table), and, when it adapts, their
+:class:`~outputs.adapt.Adaptation` moves it between variants.  The snapshot
+handler takes the same ``width`` and ``quality``.
 IOLoop thread only.
 """
 
@@ -17,10 +18,10 @@ from typing import Any
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from cameras.adapt import Adaptation
-from cameras.base import CameraError
-from cameras.feed import FrameFeed
-from cameras.variants import DEFAULT_MAX_VARIANTS, MAX_WIDTH, VariantKey, Variants
+from feed import FrameFeed
+from frame import CameraError
+from outputs.sizes import MAX_WIDTH, VariantKey
+from outputs.variants import Variants
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +106,11 @@ def _blank_to_none(text: str | None) -> str | None:
     return "?" if text == "" else text
 
 
-def variants_of(feed: FrameFeed) -> Variants:
-    """The camera's variants and their adaptation, made on first use (a feed built
-    without them, in a test, gets :data:`DEFAULT_MAX_VARIANTS`)."""
-    variants = feed.variants
-    if variants is None:
-        variants = feed.variants = Variants(feed, DEFAULT_MAX_VARIANTS)
-    if getattr(variants, "adaptation", None) is None:
-        variants.adaptation = Adaptation(lambda: feed.camera.config.quality)  # type: ignore[attr-defined]
-    return variants
-
-
 class VariantViewer:
     """A viewer of a camera (``self.feed``) that watches one of its variants.
 
-    The handler sets ``feed`` (the camera's own feed), ``kind``, and calls
+    The handler calls :meth:`_viewer_init` with the camera's variants (whose
+    ``feed`` is the camera's own), sets ``kind``, and calls
     :meth:`join_variant` when its stream starts and :meth:`leave_variant`
     when it ends.  ``on_feed`` is the feed it is attached to now (the
     camera's, or a variant's); ``key`` the variant it gets, ``asked`` the one
@@ -127,19 +118,18 @@ class VariantViewer:
     """
 
     feed: FrameFeed
+    variants: Variants
     kind: str
 
-    def _viewer_init(self) -> None:
+    def _viewer_init(self, variants: Variants) -> None:
+        self.variants = variants
+        self.feed = variants.feed
         self.on_feed: FrameFeed | None = None
         self.asked = VariantKey()
         self.key = VariantKey()
         self.adaptive = False
         self.asked_width: int | None = None
         self.asked_quality: int | None = None
-
-    @property
-    def variants(self) -> Variants:
-        return variants_of(self.feed)
 
     def join_variant(self, width: int | None, quality: int | None, adapt: bool) -> None:
         """Attach to the variant of ``width`` and ``quality`` (the source's for
@@ -154,7 +144,7 @@ class VariantViewer:
         self.on_feed = feed
         self.adaptive = adapt
         if adapt:
-            variants.adaptation.add(self, self.asked, self.key)  # type: ignore[attr-defined]
+            variants.adaptation.add(self, self.asked, self.key)
         if width is not None and not known:
             # Snapped to the configured size; the camera's first frame tells the real one.
             IOLoop.current().add_callback(self._snap_again_when_framed)
@@ -182,7 +172,7 @@ class VariantViewer:
             return
         self.asked = asked
         if self.adaptive:
-            adaptation: Adaptation = variants.adaptation  # type: ignore[attr-defined]
+            adaptation = variants.adaptation
             adaptation.add(self, asked, self.key)
             target = adaptation.target(self) or asked
         else:
@@ -192,12 +182,12 @@ class VariantViewer:
     def leave_variant(self) -> None:
         """Detach (idempotent)."""
         if self.adaptive:
-            self.variants.adaptation.discard(self)  # type: ignore[attr-defined]
+            self.variants.adaptation.discard(self)
         feed, self.on_feed = self.on_feed, None
         if feed is not None:
             feed.unsubscribe(self)  # type: ignore[arg-type]
 
-    # -- cameras.adapt.Adaptive ---------------------------------------------------
+    # -- outputs.adapt.Adaptive ---------------------------------------------------
     def adapt_counters(self) -> tuple[int, int] | None:
         feed = self.on_feed
         if feed is None:
@@ -253,7 +243,7 @@ class VariantViewer:
         if feed is not None:
             info["frames_skipped"] = feed.skipped_by(self)  # type: ignore[arg-type]
         if self.adaptive:
-            info["adaptation"] = self.variants.adaptation.describe(self)  # type: ignore[attr-defined]
+            info["adaptation"] = self.variants.adaptation.describe(self)
         return info
 
 

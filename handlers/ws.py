@@ -1,6 +1,6 @@
 """``/ws``: the camera's frames over a WebSocket, one binary message per frame.
 
-The handler is a subscriber of the same :class:`~cameras.feed.FrameFeed` as
+The handler is a subscriber of the same :class:`~feed.FrameFeed` as
 the MJPEG handlers, so the feed's rules hold here too: each new frame is
 offered once, at most one frame is in flight per client (``send`` returns the
 future of a write that did not go out at once, see
@@ -77,15 +77,16 @@ from typing import Any
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 
-from cameras.base import CameraError, Frame
-from cameras.feed import FrameFeed, SubscriberGone, consume
 from cameras.jpeg import first_comment, insert_comment
+from feed import FrameFeed, SubscriberGone, consume
+from frame import CameraError, Frame
 from handlers.base import admit
 from handlers.cors import origin_allowed
 from handlers.fastwrite import binary_frame, websocket_stream, write_now
 from handlers.limits import refuse_if_full
 from handlers.plain import finish_plain, write_short_error
 from handlers.viewing import BadRequest, VariantViewer, limit_unsent, parse_quality, parse_width, variant_args
+from outputs.variants import Variants
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def frame_info(message: bytes) -> tuple[bytes, int, float] | None:
 
 # -- the handler --------------------------------------------------------------
 class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
-    """One WebSocket viewer; a :class:`~cameras.feed.Subscriber` of the feed
+    """One WebSocket viewer; a :class:`~feed.Subscriber` of the feed
     (of the camera, or of the variant it gets: :class:`~handlers.viewing.VariantViewer`).
 
     IOLoop thread only.  ``clock`` (monotonic seconds) is injectable for the
@@ -182,12 +183,11 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
 
     def initialize(
         self,
-        feed: FrameFeed,
+        variants: Variants,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.feed = feed
         self.clock = clock
-        self._viewer_init()
+        self._viewer_init(variants)
         self._args: tuple[int | None, int | None, bool] = (None, None, True)
         self.encoder = ws_wire
         self.repeat_stale = True

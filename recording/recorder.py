@@ -1,9 +1,11 @@
 """Recording: a camera's JPEGs, as they are, in Matroska segment files.
 
-A :class:`Recorder` belongs to one camera.  The feed hands it each new live
-frame on the IOLoop thread (:meth:`Recorder.put`, which never blocks: a
-bounded queue, the oldest frame dropped and counted if the disk falls
-behind); a thread of its own writes them with :class:`recording.mkv.MkvWriter`.
+A :class:`Recorder` belongs to one camera: an output of its feed
+(:class:`feed.Output`, attached with a hold, so the camera runs while it
+records).  The feed hands it every frame on the camera's own thread
+(:meth:`Recorder.put`, which never blocks: a bounded queue, the oldest frame
+dropped and counted if the disk falls behind); a thread of its own writes the
+live ones with :class:`recording.mkv.MkvWriter`.
 
 Files go in ``DIRECTORY/CAMERA/``, one per segment, named after the UTC time
 of their first frame (``20261121T213000Z.mkv``).  Segments end on multiples
@@ -21,6 +23,7 @@ that ended more than ``max_age_s`` ago.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import errno
 import logging
@@ -32,8 +35,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cameras.base import Frame
+from feed import Output
+from frame import Frame
 from recording.mkv import MkvError, MkvWriter, format_start, read_index, recover
 
 log = logging.getLogger(__name__)
@@ -43,41 +48,6 @@ SEGMENT_PATTERN = r"\d{8}T\d{6}Z(?:-\d{1,4})?"
 SEGMENT_NAME = re.compile(f"^{SEGMENT_PATTERN}$")
 SUFFIX = ".mkv"
 PART_SUFFIX = ".mkv.part"
-
-_SIZE_UNITS: dict[str, float] = {"": 1, "b": 1}
-for _i, _prefix in enumerate("kmgt", 1):
-    _SIZE_UNITS.update(
-        {_prefix: 1000**_i, _prefix + "b": 1000**_i, _prefix + "i": 1024**_i, _prefix + "ib": 1024**_i}
-    )
-_AGE_UNITS: dict[str, float] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _quantity(text: str | int | float, units: dict[str, float], unit_pattern: str, what: str) -> float:
-    """A number with an optional unit (``"1.5G"``, ``"36h"``), or a bare number; ValueError if not."""
-    if isinstance(text, bool):
-        raise ValueError(f"give {what}")
-    if isinstance(text, int | float):
-        return float(text)
-    match = re.fullmatch(rf"\s*(\d+(?:\.\d+)?)\s*({unit_pattern})?\s*", text.lower())
-    if not match:
-        raise ValueError(f"{text!r} is not {what}")
-    return float(match.group(1)) * units[match.group(2) or ""]
-
-
-def parse_size(text: str | int | float) -> int:
-    """Bytes from ``"500M"``, ``"10G"``, ``"1.5T"``, ``"2GiB"`` or a number; ValueError if not."""
-    size = int(_quantity(text, _SIZE_UNITS, r"[kmgt]i?b?|b", "a size (such as 500M or 20G)"))
-    if size < 1_000_000:
-        raise ValueError(f"{text!r} is too small: keep at least 1M")
-    return size
-
-
-def parse_age(text: str | int | float) -> float:
-    """Seconds from ``"36h"``, ``"7d"``, ``"2w"``, ``"90m"`` or a number of seconds; ValueError if not."""
-    age = _quantity(text, _AGE_UNITS, r"[smhdw]", "an age (such as 36h or 7d)")
-    if not 60 <= age <= 100 * 365 * 86400:
-        raise ValueError(f"{text!r} is out of range (1 minute to 100 years)")
-    return age
 
 
 @dataclass(frozen=True)
@@ -144,8 +114,11 @@ def camera_folder(settings: RecordSettings, camera: str) -> Path:
     return Path(settings.directory).absolute() / camera
 
 
-class Recorder:
-    """Records one camera's frames into segment files on a thread of its own."""
+class Recorder(Output):
+    """Records one camera's frames into segment files on a thread of its own.
+
+    ``start`` and ``finish`` block (file I/O: a worker thread); ``put`` runs on
+    the camera's thread; ``close``, ``status`` on the IOLoop."""
 
     #: Frames waiting for the disk at most; beyond, the oldest are dropped.
     queue_frames: int = 120
@@ -216,9 +189,19 @@ class Recorder:
                 except queue.Empty:
                     pass
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self) -> asyncio.Future[None] | None:
+        """:meth:`finish` on a worker thread (IOLoop; the future is done when it
+        has finished); without a running event loop, :meth:`finish` itself."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.finish()
+            return None
+        return loop.run_in_executor(None, self.finish)
+
+    def finish(self, timeout_s: float = 10.0) -> None:
         """Write what is queued, finish the segment and stop the thread; blocks up
-        to ``timeout_s`` (off the IOLoop: the feed calls it on a worker thread)."""
+        to ``timeout_s`` (off the IOLoop).  Idempotent."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -240,8 +223,8 @@ class Recorder:
         """Frames not recorded: the disk fell behind, or could not be written."""
         return self.frames_overflowed + self.frames_not_written
 
-    def status(self) -> dict[str, object]:
-        """JSON-ready figures of the recording."""
+    def status(self) -> dict[str, Any]:
+        """JSON-ready figures of the recording: ``/status``'s ``"recording"``."""
         return {
             "directory": str(self.folder),
             "segment": self._writer_name or None,

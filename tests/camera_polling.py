@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cameras.base import Camera, Frame
+from cameras.base import Camera
+from frame import Frame
 
 T = TypeVar("T")
 

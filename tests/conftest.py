@@ -1,52 +1,24 @@
 """Fixtures: colour frames, an in-process app for pytest-tornado, a real server
-process, and real browsers of three engines (tests/browsers.py)."""
+process, and real browsers of three engines; the processes themselves are harness/'s."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import server
-from cameras.feed import FrameFeed
-from tests.browsers import ENGINES, VIEWPORT, BrowserError, launch
-from tests.fakes import jpeg
-
-ROOT = Path(__file__).resolve().parent.parent
-
-#: Solid colours the files camera cycles through; tests read them back.
-COLOURS = [
-    (255, 0, 0),
-    (0, 255, 0),
-    (0, 0, 255),
-    (255, 255, 0),
-    (0, 255, 255),
-    (255, 0, 255),
-]
-
-
-def nearest_colour(rgb: tuple[int, ...]) -> int:
-    """Index in COLOURS of the colour closest to ``rgb``."""
-    return min(
-        range(len(COLOURS)), key=lambda i: sum((a - b) ** 2 for a, b in zip(COLOURS[i], rgb[:3], strict=True))
-    )
-
-
-def write_colour_frames(folder: Path, size: tuple[int, int] = (160, 120)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, colour in enumerate(COLOURS):
-        (folder / f"{i + 1:02d}.jpg").write_bytes(jpeg(colour, size))
-    return folder
+from feed import FrameFeed
+from outputs.variants import Variants
+from harness.browsers import ENGINES, VIEWPORT, BrowserError, launch
+from harness.colours import write_colour_frames
+from harness.process import ROOT, ServerProcess
 
 
 @pytest.fixture
@@ -84,8 +56,14 @@ def feed(settings: server.Settings) -> Iterator[FrameFeed]:
 
 
 @pytest.fixture
-def app(settings: server.Settings, feed: FrameFeed):
-    return server.make_app(settings, feed)
+def variants(settings: server.Settings, feed: FrameFeed) -> Variants:
+    """The feed's variants, attached to it (the feed closes them)."""
+    return server.make_variants(settings, {feed.name: feed})[feed.name]
+
+
+@pytest.fixture
+def app(settings: server.Settings, feed: FrameFeed, variants: Variants):
+    return server.make_app(settings, feed, variants={feed.name: variants})
 
 
 @pytest.fixture
@@ -126,73 +104,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-class ServerProcess:
-    """``python server.py ARGS`` on a loopback port; logs kept for inspection."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.log_path = log_path
-        self.env = {**os.environ, **(env or {})}
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self, timeout_s: float = 20.0) -> ServerProcess:
-        self.starts += 1
-        port = ["--port", str(self.port)]
-        log_file = self.log_path.with_suffix(f".{self.starts}.log")
-        with open(log_file, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1", *port, *self.args],
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        self.current_log = log_file
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = log_file.read_text(errors="replace")
-            found = re.search(r"on https?://127\.0\.0\.1:(\d+)/", text)
-            if found:
-                self.port = int(found.group(1))
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.05)  # polling the log file with a deadline
-        self.stop()  # never leave a process behind
-        raise TimeoutError(f"server did not start within {timeout_s} s:\n{log_file.read_text()}")
-
-    def stop(self, timeout_s: float = 10.0) -> int:
-        proc = self.proc
-        if proc is None:
-            return 0
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.proc = None
-        return proc.returncode
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.log_path.parent.glob("*.log")))
-
-    def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(self.url + path.lstrip("/"))
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
-
-
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator:
     """``start_server(*args, env=None)`` runs a server process, stopped after the test."""
@@ -216,7 +127,7 @@ def start_server(tmp_path: Path) -> Iterator:
 # -- real browsers of three engines -------------------------------------------------
 @pytest.fixture(scope="module", params=ENGINES)
 def browser(request: pytest.FixtureRequest) -> Iterator:
-    """One browser per engine per test module (tests/browsers.py): Chromium under
+    """One browser per engine per test module (harness/browsers.py): Chromium under
     Playwright, firefox-esr over WebDriver BiDi, WebKitGTK under Xvfb.  Module
     scope, not session: Playwright's sync API keeps an event loop marked running
     while it lives, which would stop pytest-tornado's loop in the modules that follow."""
@@ -253,7 +164,7 @@ def new_page(browser) -> Iterator:
 
 @pytest.fixture
 def page(new_page):
-    """A 1280x720 page in this test's engine, with Playwright's Page API (tests/browsers.py)."""
+    """A 1280x720 page in this test's engine, with Playwright's Page API (harness/browsers.py)."""
     return new_page()
 
 

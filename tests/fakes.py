@@ -4,21 +4,12 @@ and a subscriber whose writes complete when the test says so."""
 from __future__ import annotations
 
 import concurrent.futures
-import io
 from collections.abc import Callable
 from typing import Any
 
-from PIL import Image
-
-from cameras.base import Camera, CameraConfig, Frame
-from cameras.feed import SubscriberGone
-
-
-def jpeg(colour: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
-    """A solid-colour JPEG."""
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, format="JPEG", quality=90)
-    return out.getvalue()
+from cameras.base import Camera, CameraConfig
+from feed import SubscriberGone
+from frame import Frame
 
 
 class FakeCamera(Camera):
@@ -29,7 +20,6 @@ class FakeCamera(Camera):
     def __init__(self, config: CameraConfig | None = None) -> None:
         super().__init__(config or CameraConfig(fps=30))
         self._running = False
-        self._frame: Frame | None = None
         self._seq = 0
         self.starts = 0
         self.stops = 0
@@ -44,16 +34,13 @@ class FakeCamera(Camera):
             self._running = False
             self.stops += 1
 
-    def latest(self) -> Frame | None:
-        return self._frame
-
     @property
     def running(self) -> bool:
         return self._running
 
     def push(self, data: bytes | None = None, timestamp: float | None = None, *, live: bool = True) -> Frame:
         self._seq += 1
-        self._frame = Frame(
+        frame = Frame(
             data if data is not None else b"frame-%d" % self._seq,
             self._seq,
             float(self._seq) if timestamp is None else timestamp,
@@ -61,8 +48,8 @@ class FakeCamera(Camera):
             48,
             live,
         )
-        self._emit(self._frame)
-        return self._frame
+        self._publish_frame(frame)
+        return frame
 
 
 class ManualTimer:

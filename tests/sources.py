@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import COLOURS
+from harness.colours import COLOURS
 
 # -- a video file (opencv) ------------------------------------------------------------
 FILE_FPS = 20.0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from cameras.adapt import Adaptation, ladder, rank
-from cameras.variants import VariantKey
+from outputs.adapt import Adaptation, ladder, rank
+from outputs.sizes import VariantKey
 
 FPS = 30
 #: Frame bytes by (scale, quality): the emulated 640x480 camera's, measured.

@@ -1,6 +1,6 @@
 """Adaptation through a real slow link: a server process on the root side of a veth pair,
-a viewer (tests/link_client.py) inside a network namespace, the server-to-viewer direction
-shaped by ``tc ... tbf`` (tests/netns.py).  Root only; a link that cannot be made fails the
+a viewer (harness/link_client.py) inside a network namespace, the server-to-viewer direction
+shaped by ``tc ... tbf`` (harness/netns.py).  Root only; a link that cannot be made fails the
 test with the command and its error (never a skip).
 
 * full size (``?adapt=0``) on 2 mbit/s: every frame 640 wide and well under 20 fps: the link
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.netns import LinkError, LinkServer, ShapedLink
+from harness import link_client
+from harness.netns import LinkError, ShapedLink
+from harness.process import ROOT, ServerProcess, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +46,11 @@ def link() -> Iterator[ShapedLink]:
 
 
 @pytest.fixture
-def link_server(link: ShapedLink, tmp_path: Path) -> Iterator[LinkServer]:
+def link_server(link: ShapedLink, tmp_path: Path) -> Iterator[ServerProcess]:
     """The emulated 640x480 camera at 30 fps, served on the link's root-side address."""
     logs = tmp_path / "server"
     logs.mkdir()
-    server = LinkServer(link.host_address, CAMERA, logs / "server").start()
+    server = ServerProcess(CAMERA, logs / "server", host=link.host_address).start()
     try:
         yield server
     finally:
@@ -61,7 +61,7 @@ def link_server(link: ShapedLink, tmp_path: Path) -> Iterator[LinkServer]:
 
 
 class Viewer:
-    """tests/link_client.py running in the namespace, its per-second progress in a file."""
+    """harness/link_client.py running in the namespace, its per-second progress in a file."""
 
     def __init__(self, link: ShapedLink, url: str, seconds: float, folder: Path) -> None:
         self.progress_path = folder / "progress.jsonl"
@@ -69,15 +69,13 @@ class Viewer:
         self.stdout_path = folder / "client.json"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = link.spawn(
-                [
-                    *(sys.executable, str(ROOT / "tests" / "link_client.py"), url, "--hello"),
-                    *("--seconds", str(seconds), "--progress", str(self.progress_path)),
-                ],
+                link_client.command(
+                    url, "--hello", "--seconds", str(seconds), "--progress", str(self.progress_path)
+                ),
                 cwd=ROOT,
                 stdout=out,
                 stderr=err,
             )
-        self.link = link
 
     def seconds(self) -> list[dict[str, Any]]:
         """The per-second lines written so far (link_client.py's ``--progress``)."""
@@ -92,7 +90,7 @@ class Viewer:
         if timeout_s is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout_s)
-        self.link.stop(self.proc)
+        stop_process(self.proc)
         out = self.stdout_path.read_text()
         if not out.strip():
             raise AssertionError(f"the client printed nothing; stderr: {self.stderr_path.read_text()}")
@@ -134,7 +132,7 @@ def run_of(lines: list[dict[str, Any]], since: int, count: int, good: Callable[[
     return False
 
 
-def status_clients(server: LinkServer) -> str:
+def status_clients(server: ServerProcess) -> str:
     code, _, body = server.get("/status")
     if code != 200:
         return f"/status: HTTP {code}"

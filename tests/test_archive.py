@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.colours import jpeg
 from recording import mkv
 from recording.archive import Archive, day_of, parse_day
 from recording.mkv import MkvWriter, format_start, read_index
-from tests.fakes import jpeg
 from tests.mjpeg_client import StreamReader
 
 log = logging.getLogger(__name__)

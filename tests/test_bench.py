@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.colours import write_colour_frames
 from tests.camera_polling import wait_for
-from tests.conftest import ROOT, write_colour_frames
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ import pytest
 import tornado.websocket
 from tornado.httpclient import HTTPRequest
 
-from cameras.bus import parse_bus_url
+from bus import parse_bus_url
 from handlers.ws import frame_info
+from harness.natsserver import NATS_SERVER, NatsServer
 from tests.conftest import assert_one_line_error, run_cli, run_private
-from tests.natsserver import NATS_SERVER, NatsServer
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ import threading
 import pytest
 from PIL import Image
 
-from cameras import DRIVERS, CameraConfig, CameraError, create_camera
+from cameras import DRIVERS, CameraConfig, create_camera
 from cameras.base import ThreadedCamera
 from cameras.emulated import EmulatedCamera, loop_length, render_frame
 from cameras.files import FilesCamera
+from frame import CameraError
+from harness.colours import COLOURS, nearest_colour
 from tests.camera_polling import live_frames, wait_for
-from tests.conftest import COLOURS, nearest_colour
 
 
 def test_registry_builds_known_drivers_and_refuses_others():

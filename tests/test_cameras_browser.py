@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import COLOURS, nearest_colour
-from tests.fakes import jpeg
+from harness.colours import COLOURS, jpeg, nearest_colour
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +121,7 @@ def test_tiles_out_of_sight_close_their_socket(eight_cameras, new_page):
 
 def test_without_javascript_the_tiles_are_snapshots(eight_cameras, new_page):
     # Read from the server and the picture, not the page's scripts: a WebKit page
-    # without JavaScript has no driver to run one in (tests/browsers.py).
+    # without JavaScript has no driver to run one in (harness/browsers.py).
     page = new_page(java_script_enabled=False)
     page.goto(eight_cameras.url)
     pattern = re.compile(r"GET /cameras/(cam\d)/snapshot\.jpg")

@@ -25,10 +25,10 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from handlers.ws import frame_info
-from tests.conftest import ServerProcess
-from tests.mjpeg_client import PartParser
-from tests.natsserver import NATS_SERVER, NatsServer
-from tests.nginx import Nginx, edges_http
+from harness.multipart import PartParser
+from harness.natsserver import NATS_SERVER, NatsServer
+from harness.nginx import Nginx, edges_http
+from harness.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ class WsReader(Reader):
 
 class MjpegReader(Reader):
     """An MJPEG viewer over HTTP/1.1 (``http.client``, which undoes nginx's chunked
-    encoding as a browser does), its parts split by tests/mjpeg_client.py."""
+    encoding as a browser does), its parts split by harness/multipart.py."""
 
     def __init__(self, port: int, path: str = "/stream.mjpg") -> None:
         super().__init__()

@@ -1,11 +1,12 @@
-"""Camera specs from ``--camera`` values and from a TOML config file."""
+"""Camera specs from ``--camera`` values and from a TOML config file (settings.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cameras.base import CameraConfig, CameraError
-from cameras.config import check_unique, load_config, parse_camera_arg
+from cameras.base import CameraConfig
+from frame import CameraError
+from settings import check_unique, load_config, parse_camera_arg
 from tests.conftest import assert_one_line_error, run_cli
 
 DEFAULTS = CameraConfig(source=None, width=640, height=480, fps=30, quality=80)
@@ -99,6 +100,11 @@ quality = 60
         ('[cameras.a]\ndriver = "emulated"\nfps = 0', "fps 0 is out of range"),
         ('[cameras.a]\ndriver = "emulated"\nwidth = "wide"', "width must be a number"),
         ('[cameras.a]\ndriver = "emulated"\nwidth = 10.5', "width must be a whole number"),
+        ('[cameras.a]\ndriver = "emulated"\nwidth = true', "width must be a number"),
+        ('[cameras.a]\ndriver = "emulated"\nmax_variants = 21', "max_variants 21 is out of range \\(0-20\\)"),
+        ('[cameras.a]\ndriver = "emulated"\nsource = ["0"]', "source must be a string"),
+        ('[cameras.a]\ndriver = "emulated"\nrecord_max_size = "1k"', "'1k' is too small"),
+        ('[cameras.a]\ndriver = "emulated"\nrecord_max_age = ["7d"]', "record_max_age must be a string"),
         ('[cameras.a]\ndriver = "emulated"\ncolour = "red"', "unknown setting 'colour'"),
         ('[cameras.A]\ndriver = "emulated"', "camera name 'A'"),
     ],

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from tests.conftest import COLOURS, ServerProcess, nearest_colour, write_colour_frames
-from tests.fakes import jpeg
+from harness.colours import COLOURS, jpeg, nearest_colour, write_colour_frames
+from harness.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -28,10 +28,10 @@ import pytest
 from PIL import Image
 
 from cameras import DRIVERS, CameraConfig, create_camera
-from cameras.base import Frame, ThreadedCamera
+from cameras.base import ThreadedCamera
+from frame import Frame
+from harness.colours import COLOURS, jpeg, write_colour_frames
 from tests.camera_polling import live_frames, wait_for
-from tests.conftest import COLOURS, write_colour_frames
-from tests.fakes import jpeg
 from tests.sources import FILE_SIZE, ScriptedUpstream, forget_picamera2, use_fake_picamera2, write_video
 
 #: Frame rate asked of every camera (the opencv file plays at its own, FILE_FPS).

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from cameras.base import CameraError
-from cameras.feed import FrameFeed, SubscriberGone, poll_interval_ms
+from feed import FrameFeed, Output, SubscriberGone, poll_interval_ms
+from frame import CameraError
 from tests.fakes import FakeCamera, FakeSubscriber, ManualClock
 
 
@@ -338,8 +338,8 @@ def test_a_camera_that_cannot_restart_after_its_stop_ends_the_waiting_viewers(fe
     assert waiting.closed_by_feed and feed.subscriber_count == 0
 
 
-# -- sinks and holds ------------------------------------------------------------------
-class FakeSink:
+# -- outputs and holds ----------------------------------------------------------------
+class FakeSink(Output):
     kind = "fakesink"
 
     def __init__(self, log: list[str]) -> None:
@@ -358,7 +358,7 @@ class FakeSink:
 
 def test_a_sink_gets_every_frame_and_keeps_the_camera_running(feed, camera, clock):
     sink = FakeSink([])
-    feed.attach(sink)
+    feed.attach(sink, hold=True)
     assert camera.running and feed.held
     assert clock.running_timers() == []  # no viewer: nothing polls
     for i in range(3):
@@ -391,7 +391,7 @@ def test_a_hold_keeps_the_camera_until_released(feed, camera, clock):
 def test_close_stops_the_camera_before_closing_the_sinks(feed, camera, clock):
     order: list[str] = []
     sink = FakeSink(order)
-    feed.attach(sink)
+    feed.attach(sink, hold=True)
     real_stop = camera.stop
 
     def stop() -> None:
@@ -422,3 +422,48 @@ def test_frames_a_rate_cap_holds_back_are_counted_apart(feed, camera):
     camera.push(b"now")
     feed.tick()
     assert capped.sent == [b"now"]
+
+
+def test_an_output_attached_without_a_hold_takes_the_frames_of_a_source_others_run(feed, camera, clock):
+    sink = FakeSink([])
+    feed.attach(sink, hold=False)
+    assert not camera.running and not feed.held  # it starts nothing
+    assert clock.running_timers() == []
+    viewer = FakeSubscriber()
+    feed.subscribe(viewer)  # a viewer starts the camera: the output gets its frames too
+    camera.push(b"seen")
+    assert sink.frames == [b"seen"]
+    feed.unsubscribe(viewer)
+    clock.advance(10.1)
+    assert not camera.running  # and it does not keep it
+
+
+def test_one_output_of_a_kind(feed):
+    feed.attach(FakeSink([]), hold=False)
+    with pytest.raises(ValueError, match="fakesink"):
+        feed.attach(FakeSink([]), hold=False)
+
+
+class ViewingOutput(FakeSink):
+    """An output that serves viewers of its own (as the variants do)."""
+
+    kind = "viewing"
+
+    def __init__(self, log: list[str], viewers: list[FakeSubscriber]) -> None:
+        super().__init__(log)
+        self.served = viewers
+
+    def viewers(self):
+        return self.served
+
+
+def test_an_outputs_viewers_count_as_the_cameras(feed):
+    own, theirs = FakeSubscriber(), FakeSubscriber()
+    theirs.kind = "ws"
+    feed.subscribe(own)
+    feed.attach(ViewingOutput([], [theirs]), hold=False)
+    assert feed.subscriber_count == 1 and feed.viewer_count == 2
+    status = feed.status()
+    assert status["subscribers"] == 2 and status["viewers"] == {"fake": 1, "ws": 1}
+    assert len(status["clients"]) == 2
+    feed.unsubscribe(own)

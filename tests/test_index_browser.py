@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image, ImageChops
 
-from tests.conftest import COLOURS, nearest_colour
+from harness.colours import COLOURS, nearest_colour
 from tests.mjpeg_client import StreamReader
 
 pytestmark = pytest.mark.slow

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import tornado
 
+from harness.process import stop_process
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -40,8 +41,12 @@ SDIST_MUST_HOLD = (
     "setup.py",
     "server.py",
     "settings.py",
+    "frame.py",
+    "feed.py",
+    "bus.py",
     "handlers/__init__.py",
     "cameras/__init__.py",
+    "outputs/variants.py",
     "recording/recorder.py",
     "static/style.css",
     "static/camstream.js",
@@ -52,6 +57,7 @@ SDIST_MUST_HOLD = (
     "docs/camstream.service",
     "docs/index.png",
     "bench/fanout.py",
+    "harness/process.py",
     "scripts/test.sh",
 )
 
@@ -196,13 +202,7 @@ class Installed:
             return exc.code, exc.headers["Content-Type"], exc.read()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture

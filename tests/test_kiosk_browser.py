@@ -9,7 +9,7 @@ import time
 import pytest
 from PIL import Image, ImageChops
 
-from tests.browsers import TestProxy
+from harness.browsers import TestProxy
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import tornado.websocket
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 import server
-from cameras.feed import FrameFeed
+from feed import FrameFeed
+from harness.colours import write_colour_frames
 from tests.camera_polling import wait_for
-from tests.conftest import write_colour_frames
 from tests.fakes import FakeCamera, FakeSubscriber, ManualClock
 from tests.mjpeg_client import StreamReader, open_stream, read_parts
 

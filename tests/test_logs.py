@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.process import free_port
 from logs import QUEUE_RECORDS, DroppingQueueHandler, LogWriter
 from tests.camera_polling import wait_for
 from tests.conftest import ROOT
@@ -68,18 +69,12 @@ def test_logging_to_a_stuck_sink_returns_at_once_and_counts_what_it_drops(stuck)
     assert sink.lines[0] == "line 0"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_server_whose_log_nobody_reads_keeps_streaming(frames_dir: Path):
     """Standard error is a pipe nobody reads (a stalled terminal, a journal that
     lags): once its 64 KB are full, writing a log line would block.  Viewers and
     requests must not notice."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMSTREAM_", "CAMERA"))}
     proc = subprocess.Popen(
         [

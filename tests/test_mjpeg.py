@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from handlers.mjpeg import img_part, length_part
-from tests.conftest import COLOURS, nearest_colour
+from harness.colours import COLOURS, nearest_colour
+from harness.multipart import FramingError, PartParser
 from tests.fakes import FakeCamera
-from tests.mjpeg_client import FramingError, PartParser, open_stream, read_parts
+from tests.mjpeg_client import open_stream, read_parts
 
 
 def decode(jpeg: bytes) -> Image.Image:

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness.colours import COLOURS, jpeg, nearest_colour
 from recording import mkv
 from recording.mkv import MkvError, MkvWriter, read_index, recover
-from tests.conftest import COLOURS, nearest_colour
-from tests.fakes import jpeg
 from tests.media import centre_colours, packet_times, probe, require_ffmpeg
 
 START = 1_795_000_000.25

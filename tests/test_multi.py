@@ -26,10 +26,10 @@ from tornado.testing import bind_unused_port
 
 import server
 from cameras.base import CameraConfig
-from cameras.config import CameraSpec
-from cameras.feed import FrameFeed
-from tests.conftest import COLOURS, assert_one_line_error, nearest_colour, run_cli
-from tests.fakes import jpeg
+from feed import FrameFeed
+from harness.colours import COLOURS, jpeg, nearest_colour
+from settings import CameraSpec
+from tests.conftest import assert_one_line_error, run_cli
 from tests.mjpeg_client import open_stream, read_parts
 
 #: Camera name -> index in COLOURS of its one colour.

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cameras import CameraConfig, CameraError, create_camera
+from cameras import CameraConfig, create_camera
 from cameras.opencv import OpenCVCamera, parse_source
+from frame import CameraError
+from harness.colours import COLOURS, nearest_colour
 from tests.camera_polling import live_frames, wait_for
-from tests.conftest import COLOURS, ROOT, nearest_colour
+from tests.conftest import ROOT
 from tests.sources import FILE_FPS, FILE_FRAMES, FILE_SIZE, write_video
 
 

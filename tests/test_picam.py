@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from cameras import CameraConfig, CameraError, create_camera
+from cameras import CameraConfig, create_camera
 from cameras.picam import LatestJpeg, PiCamera, quality_preset
+from frame import CameraError
+from harness.colours import nearest_colour
 from tests.camera_polling import live_frames, wait_for
-from tests.conftest import ROOT, nearest_colour
+from tests.conftest import ROOT
 from tests.sources import forget_picamera2, use_fake_picamera2
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from harness.colours import nearest_colour, write_colour_frames
+from harness.process import ServerProcess
 from recording.mkv import read_index
-from tests.conftest import ServerProcess, nearest_colour, write_colour_frames
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """Behind a reverse proxy: a real nginx in front of real server processes, and
-the pages through it in real browsers of three engines (tests/browsers.py).
+the pages through it in real browsers of three engines (harness/browsers.py).
 
 Two ways to put the server behind a proxy, both tested here:
 
@@ -32,8 +32,9 @@ from PIL import Image
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 import server
-from tests.conftest import ServerProcess, assert_one_line_error, run_cli
-from tests.nginx import Nginx, fetch
+from harness.nginx import Nginx, fetch
+from harness.process import ServerProcess
+from tests.conftest import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.slow
 

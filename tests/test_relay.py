@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from cameras import CameraConfig, CameraError, create_camera
+from cameras import CameraConfig, create_camera
 from cameras.relay import MultipartParser, Part, RelayCamera, parse_source
+from frame import CameraError
+from harness.colours import jpeg
 from tests.camera_polling import live_frames, wait_for
 from tests.conftest import ROOT
-from tests.fakes import jpeg
 from tests.mjpeg_client import StreamReader
 from tests.sources import ScriptedUpstream, ok_head
 

@@ -13,10 +13,23 @@ import pytest
 
 import server
 import settings as table
-from cameras import CameraConfig, CameraError, check_driver, create_camera
-from cameras.config import KEYS, LIMITS, load_config, parse_camera_arg
-from recording.recorder import RecordSettings, parse_age, parse_size
-from settings import BY_FLAG, GROUPS, OPTIONS, Option, Settings, build_parser, parse_settings
+from cameras import CameraConfig, check_driver, create_camera
+from frame import CameraError
+from recording.recorder import RecordSettings
+from settings import (
+    BY_FLAG,
+    GROUPS,
+    OPTIONS,
+    TABLE_KEYS,
+    Option,
+    Settings,
+    build_parser,
+    load_config,
+    parse_age,
+    parse_camera_arg,
+    parse_settings,
+    parse_size,
+)
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 
@@ -27,6 +40,8 @@ def value_of(settings: Settings, option: Option):
         return getattr(settings, option.attribute)
     if option.into == table.CAMERA:
         return getattr(first.config, option.attribute)
+    if option.into == table.SPEC:
+        return getattr(first, option.attribute)
     if option.into == table.RECORD:
         return None if first.record is None else getattr(first.record, option.attribute)
     return [(spec.name, spec.driver) for spec in settings.cameras]
@@ -82,6 +97,8 @@ def test_one_camera_in_one_line(tmp_path):
     record = RecordSettings(str(tmp_path))
     [yard] = Settings.single(name="yard", record=record).cameras
     assert (yard.name, yard.driver, yard.config.name, yard.record) == ("yard", "emulated", "yard", record)
+    [door] = Settings.single(name="door", max_variants=2, fps=5).cameras
+    assert (door.max_variants, door.config.fps) == (2, 5)
     with pytest.raises(TypeError):
         Settings.single(colour="red")
 
@@ -183,19 +200,31 @@ def test_a_switch_reads_the_usual_words_from_the_environment():
 
 
 # -- ranges ---------------------------------------------------------------------
-NUMBERS = [o for o in OPTIONS if o.number]
+NUMBERS = [o for o in OPTIONS if o.limit]
+#: The options every camera has, which a camera's table of a config file may set too.
+PER_CAMERA = [o for o in OPTIONS if o.into in (table.CAMERA, table.SPEC, table.RECORD)]
 
 
-def test_a_camera_number_has_the_range_of_the_config_file():
-    for option in OPTIONS:
-        if option.toml in LIMITS:
-            assert option.limit is None and option.number is LIMITS[option.toml], option.flag
-    assert {o.toml for o in OPTIONS if o.toml} | {"driver"} == KEYS
+def test_a_camera_table_has_the_keys_of_the_per_camera_options():
+    assert PER_CAMERA and all(o.toml for o in PER_CAMERA)
+    assert {o.toml for o in OPTIONS if o.toml} == {o.toml for o in PER_CAMERA}
+    assert {o.toml for o in PER_CAMERA} | {"driver"} == TABLE_KEYS
+    for option in PER_CAMERA:
+        number = isinstance(option.default, int | float) and not isinstance(option.default, bool)
+        assert bool(option.limit) == number, option.flag  # every number has its range, in its option
+    assert {o.toml for o in PER_CAMERA if o.limit} == {
+        "width",
+        "height",
+        "fps",
+        "quality",
+        "record_segment",
+        "max_variants",
+    }
 
 
 @pytest.mark.parametrize("option", NUMBERS, ids=lambda o: o.flag)
 def test_each_number_takes_its_range_and_nothing_beyond(option):
-    limit = option.number
+    limit = option.limit
     step = 1 if limit.kind is int else limit.low / 10 or 0.001
     extra = ["--record", "/var/rec"] if option.into == table.RECORD else []
     for good in (limit.low, limit.high):
@@ -206,30 +235,86 @@ def test_each_number_takes_its_range_and_nothing_beyond(option):
         assert "is not a whole number" in exit_line([option.flag, f"{limit.low + 0.5}"])
 
 
-@pytest.mark.parametrize("key", [key for key in LIMITS if key != "record_segment"])
-def test_a_config_file_has_the_same_ranges(tmp_path, key):
-    limit = LIMITS[key]
+@pytest.mark.parametrize("option", [o for o in PER_CAMERA if o.limit], ids=lambda o: o.toml)
+def test_a_config_file_has_the_range_of_the_command_line(tmp_path, option):
+    """The same numbers pass and the same fail, in a camera's table and on the command line."""
+    limit = option.limit
+    step = 1 if limit.kind is int else limit.low / 10
+    flags = ["--record", "/var/rec"] if option.into == table.RECORD else []
+    keys = 'record = "/var/rec"\n' if option.into == table.RECORD else ""
     path = tmp_path / "cameras.toml"
-    for value, ok in ((limit.low, True), (limit.high, True), (limit.high + 1, False)):
-        number = limit.kind(value) if ok or limit.kind is int else value
-        path.write_text(f'[cameras.a]\ndriver = "emulated"\n{key} = {number}\n')
-        if ok:
-            assert getattr(load_config(str(path), CameraConfig())[0].config, key) == value
-        else:
-            with pytest.raises(CameraError, match=f"{key} .* is out of range"):
-                load_config(str(path), CameraConfig())
+
+    def from_file(value: float) -> str:
+        toml = str(value).lower() if isinstance(value, bool) else repr(value)
+        path.write_text(f'[cameras.a]\ndriver = "emulated"\n{keys}{option.toml} = {toml}\n')
+        return str(path)
+
+    for good in (limit.low, limit.high, limit.kind(limit.low + step)):
+        number = limit.kind(good)
+        assert value_of(parse_settings(["--config", from_file(number)], env={}), option) == good
+        assert value_of(parse_settings([*flags, option.flag, f"{number!r}"], env={}), option) == good
+    for bad in (limit.low - step, limit.high + step):
+        refused = exit_line(["--config", from_file(bad)])
+        assert refused == f"server.py: error: camera 'a': {option.toml} {bad} is out of range " + (
+            f"({limit.low:g}-{limit.high:g})"
+        )
+        assert f"is out of range ({limit.describe()})" in exit_line([*flags, option.flag, f"{bad!r}"])
+    assert f"{option.toml} must be a number" in exit_line(["--config", from_file(True)])
+    if limit.kind is int:
+        assert f"{option.toml} must be a whole number" in exit_line(["--config", from_file(limit.low + 0.5)])
+        assert "is not a whole number" in exit_line([option.flag, f"{limit.low + 0.5}"])
 
 
-def test_the_segment_of_a_config_file_has_the_same_range(tmp_path):
-    low, high = LIMITS["record_segment"].low, LIMITS["record_segment"].high
+@pytest.mark.parametrize(
+    ("key", "value", "read"),
+    [("record_max_size", '"2G"', parse_size("2G")), ("record_max_age", '"7d"', parse_age("7d"))],
+)
+def test_a_config_file_reads_a_text_value_with_its_options_parser(tmp_path, key, value, read):
     path = tmp_path / "cameras.toml"
-    for value, ok in ((low, True), (high, True), (high + 1, False), (low / 2, False)):
-        path.write_text(f'[cameras.a]\ndriver = "emulated"\nrecord = "/var/rec"\nrecord_segment = {value}\n')
-        if ok:
-            assert load_config(str(path), CameraConfig())[0].record.segment_s == value
-        else:
-            with pytest.raises(CameraError, match="record_segment must be"):
-                load_config(str(path), CameraConfig())
+    option = next(o for o in OPTIONS if o.toml == key)
+    for given, expected in ((value, read), (str(int(read)), read)):  # a TOML number too
+        path.write_text(f'[cameras.a]\ndriver = "emulated"\nrecord = "/var/rec"\n{key} = {given}\n')
+        assert value_of(parse_settings(["--config", str(path)], env={}), option) == expected
+    path.write_text(f'[cameras.a]\ndriver = "emulated"\n{key} = "x"\n')
+    with pytest.raises(CameraError) as in_file:
+        load_config(str(path), CameraConfig())
+    assert str(in_file.value) == f"camera 'a': {exit_line([option.flag, 'x']).split(': ')[-1]}"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("500M", 500_000_000),
+        ("20G", 20_000_000_000),
+        ("1.5T", 1_500_000_000_000),
+        ("2GiB", 2 * 1024**3),
+        ("3000000", 3_000_000),
+        (5_000_000, 5_000_000),
+        ("10 mb", 10_000_000),
+    ],
+)
+def test_sizes(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-5G", "5X", "100", "1k", True, "nan", "1e9"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "age"),
+    [("90m", 5400), ("36h", 129600), ("7d", 604800), ("2w", 1209600), ("3600", 3600), (120, 120)],
+)
+def test_ages(text: str | int, age: float) -> None:
+    assert parse_age(text) == age
+
+
+@pytest.mark.parametrize("text", ["", "a week", "-1d", "30", "5y", False, "1000000w"])
+def test_bad_ages(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_age(text)
 
 
 # -- the driver check, once -----------------------------------------------------
@@ -333,8 +418,8 @@ def test_the_readme_lists_exactly_the_options_of_the_table():
         assert env == list(option.env_names), flag
         shown = default.replace("`", "")
         assert shown == option.shown_default or shown.startswith(option.shown_default + ":"), flag
-        if option.number:
-            assert f"{option.number.low:g}-{option.number.high:g}" in meaning, flag
+        if option.limit:
+            assert f"{option.limit.low:g}-{option.limit.high:g}" in meaning, flag
 
 
 @pytest.mark.parametrize(

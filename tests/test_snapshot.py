@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import server
-from cameras.feed import FrameFeed
-from tests.conftest import nearest_colour
+from feed import FrameFeed
+from harness.colours import nearest_colour
 from tests.fakes import FakeCamera
 
 

@@ -95,7 +95,7 @@ async def test_frames_held_back_by_a_rate_cap_are_not_counted_as_sent(http_clien
 async def test_status_and_metrics_name_each_counter_alike(http_client, base_url, tmp_path):
     await http_client.fetch(base_url + "/snapshot.jpg?width=16")  # a variant, with its counters
     body = await status(http_client, base_url)
-    (variant,) = body["variants"].values()
+    (variant,) = body["variants"]["sizes"].values()
     # A recording camera's counters are in its "recording" object.
     recording = Recorder("files", RecordSettings(str(tmp_path))).status()
     response = await http_client.fetch(base_url + "/metrics")
@@ -105,7 +105,7 @@ async def test_status_and_metrics_name_each_counter_alike(http_client, base_url,
         if family.type == "counter" and family.name.startswith("camstream_")
     }
     assert names  # prometheus_client gives counter families without "_total"
-    fields = set(body) | set(recording) | set(variant)
+    fields = set(body) | set(recording) | set(body["variants"]) | set(variant)
     assert names <= fields, f"in /metrics but not in /status: {sorted(names - fields)}"
     for key in ("frames_captured", "frames_capped", "viewers_stalled", "camera_failures", "frames_encoded"):
         assert key in names

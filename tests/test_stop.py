@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from cameras.base import CameraConfig, CameraError, ThreadedCamera
-from cameras.feed import FrameFeed
+from cameras.base import CameraConfig, ThreadedCamera
+from feed import FrameFeed
+from frame import CameraError
+from harness.colours import jpeg
 from tests.camera_polling import wait_for
-from tests.fakes import FakeSubscriber, jpeg
+from tests.fakes import FakeSubscriber
 from tests.mjpeg_client import StreamReader
 from tests.sources import FAKE_PICAMERA2
 

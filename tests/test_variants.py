@@ -24,8 +24,8 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 import server
 from cameras.jpeg import jpeg_size
 from handlers.ws import frame_info
+from harness.colours import jpeg
 from tests.conftest import run_private
-from tests.fakes import jpeg
 from tests.mjpeg_client import open_stream, read_parts
 
 
@@ -128,11 +128,11 @@ async def test_an_mjpeg_stream_of_a_variant(port):
 
 # -- one encode per frame, and only while watched -------------------------------------
 @pytest.mark.gen_test(timeout=60)
-async def test_one_encode_per_frame_for_all_the_viewers_of_a_variant(port, feed):
+async def test_one_encode_per_frame_for_all_the_viewers_of_a_variant(port, feed, variants):
     viewers = [await connect(port, "?width=320&adapt=0") for _ in range(30)]
     for ws in viewers:
         assert jpeg_size(await binary(ws)) == (320, 240)
-    (variant,) = [f for _, f in feed.variants.feeds()]
+    (variant,) = [f for _, f in variants.feeds()]
     before = (feed.camera.frames_captured, variant.camera.frames_encoded)
     await asyncio.sleep(2)  # a measuring window, not a synchronisation
     for ws in viewers:
@@ -142,7 +142,7 @@ async def test_one_encode_per_frame_for_all_the_viewers_of_a_variant(port, feed)
     assert captured >= 30
     assert captured - 3 <= encoded <= captured + 1, (captured, encoded)
     status = feed.status()
-    assert status["variants"]["320x240 q80"]["subscribers"] == 30
+    assert status["variants"]["sizes"]["320x240 q80"]["subscribers"] == 30
     assert status["subscribers"] == 30 and status["viewers"] == {"ws": 30}
     assert [c["variant"] for c in status["clients"]] == ["320x240 q80"] * 30
     for ws in viewers:
@@ -150,31 +150,31 @@ async def test_one_encode_per_frame_for_all_the_viewers_of_a_variant(port, feed)
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_no_variant_runs_without_a_viewer(port, feed, http_client, base_url):
+async def test_no_variant_runs_without_a_viewer(port, feed, variants, http_client, base_url):
     ws = await connect(port, "?width=160&adapt=0")
     await binary(ws)
-    (variant,) = [f for _, f in feed.variants.feeds()]
+    (variant,) = [f for _, f in variants.feeds()]
     assert variant.camera.running and feed.camera.running
     ws.close()
     # The variant stops after its idle timeout, then the camera after its own.
     await wait_until(lambda: not variant.camera.running, what="the variant stopped")
     await wait_until(lambda: not feed.camera.running, what="the camera stopped")
     status = json.loads((await http_client.fetch(base_url + "/status")).body)
-    assert status["variants"]["160x120 q80"]["running"] is False
-    assert not any(v["running"] for v in status["variants"].values())
+    assert status["variants"]["sizes"]["160x120 q80"]["running"] is False
+    assert not any(v["running"] for v in status["variants"]["sizes"].values())
     metrics = (await http_client.fetch(base_url + "/metrics")).body.decode()
     assert 'camstream_variant_running{camera="emulated",variant="160x120 q80"} 0.0' in metrics
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_the_cap_on_live_variants_serves_the_nearest(port, feed):
-    feed.variants.max_variants = 1
+async def test_the_cap_on_live_variants_serves_the_nearest(port, variants):
+    variants.max_variants = 1
     first = await connect(port, "?width=320&adapt=0")
     second = await connect(port, "?width=160&adapt=0")
     assert jpeg_size(await binary(first)) == (320, 240)
     assert jpeg_size(await binary(second)) == (320, 240)  # the one running
-    assert len(feed.variants.live_keys()) == 1
-    feed.variants.max_variants = 0  # variants off: the camera's own frames
+    assert len(variants.live_keys()) == 1
+    variants.max_variants = 0  # variants off: the camera's own frames
     third = await connect(port, "?width=160&adapt=0")
     assert jpeg_size(await binary(third)) == (640, 480)
     for ws in (first, second, third):
@@ -411,7 +411,7 @@ def test_a_client_reading_slowly_is_stepped_down_then_back_up(start_server):
         client.close()
     with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
         status = json.load(response)
-    assert status["adapt_steps"]["down"] >= 1 and status["adapt_steps"]["up"] >= 1
+    assert status["variants"]["adapt_steps"]["down"] >= 1 and status["variants"]["adapt_steps"]["up"] >= 1
 
 
 @pytest.mark.slow
@@ -462,7 +462,7 @@ def test_max_variants_in_a_config_file(tmp_path: Path):
     config = tmp_path / "cameras.toml"
     config.write_text('[cameras.door]\ndriver = "emulated"\nmax_variants = 2\n')
     settings = server.parse_settings(["--config", str(config)], env={})
-    assert settings.cameras[0].config.max_variants == 2
+    assert settings.cameras[0].max_variants == 2
     try:
         server.parse_settings(["--max-variants", "-1"], env={})
     except SystemExit as exc:
@@ -477,7 +477,7 @@ def test_max_variants_in_a_config_file(tmp_path: Path):
     ("size", "scale", "expected"), [((640, 480), 2, (320, 240)), ((642, 482), 4, (161, 121))]
 )
 def test_both_encoders_reduce_as_a_jpeg_decoder_does(codec, size, scale, expected):
-    from cameras import variants
+    from outputs import variants
 
     source = jpeg((40, 120, 200), size)
     if codec == "opencv":
@@ -509,7 +509,7 @@ async def test_viewers_of_variants_count_towards_max_clients(port, feed, app):
 
 @pytest.mark.slow
 def test_a_width_asked_of_a_cold_camera_snaps_to_its_real_size(start_server, tmp_path):
-    from tests.conftest import write_colour_frames
+    from harness.colours import write_colour_frames
 
     # Configured at 640x480 (the default), the files are 96x72: ?width=40 is 48 wide
     # (96 / 2), not 80 (640 / 8) nor 12 (96 / 8).
@@ -521,7 +521,7 @@ def test_a_width_asked_of_a_cold_camera_snaps_to_its_real_size(start_server, tmp
     def cold() -> bool:
         with urllib.request.urlopen(proc.url + "status", timeout=5) as response:
             body = json.load(response)
-        return not body["running"] and not any(v["running"] for v in body["variants"].values())
+        return not body["running"] and not any(v["running"] for v in body["variants"]["sizes"].values())
 
     deadline = time.monotonic() + 15
     while not cold():

@@ -42,7 +42,7 @@ RECORD_SENT = """
 
 
 def set_viewport(page, engine: str, size: tuple[int, int]) -> None:
-    """Resize ``page``'s viewport in its engine (tests/browsers.py has no common call for it)."""
+    """Resize ``page``'s viewport in its engine (harness/browsers.py has no common call for it)."""
     width, height = size
     if engine == "chromium":
         page.set_viewport_size({"width": width, "height": height})

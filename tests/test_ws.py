@@ -30,8 +30,9 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 import server
-from cameras.base import Frame
-from cameras.feed import FrameFeed
+from feed import FrameFeed
+from outputs.variants import Variants
+from frame import Frame
 from handlers.cors import normalize_origin
 from handlers.ws import (
     MAX_CLIENT_MESSAGE_BYTES,
@@ -41,8 +42,8 @@ from handlers.ws import (
     frame_info,
     ws_message,
 )
-from tests.conftest import COLOURS, nearest_colour
-from tests.fakes import FakeCamera, ManualClock, jpeg
+from harness.colours import COLOURS, jpeg, nearest_colour
+from tests.fakes import FakeCamera, ManualClock
 
 ALLOWED = "http://good.example"
 
@@ -448,7 +449,8 @@ def hand(io_loop):
     clock = ManualClock()
     camera = FakeCamera()
     feed = FrameFeed(camera, name="fake", idle_timeout_s=10, repeat_after_s=1.0, clock=clock)
-    app = tornado.web.Application([(r"/ws", WsHandler, {"feed": feed, "clock": clock.monotonic})])
+    variants = Variants(feed).attach()
+    app = tornado.web.Application([(r"/ws", WsHandler, {"variants": variants, "clock": clock.monotonic})])
     sock, port = bind_unused_port()
     http = HTTPServer(app)
     http.add_sockets([sock])

@@ -1,9 +1,9 @@
 """One viewer, for a shaped link: reads a WebSocket or MJPEG stream as fast as the link allows
 for a while, and reports what a person would have seen.
 
-    ip netns exec NS /work/main/.venv/bin/python tests/link_client.py ws://10.213.7.1:8080/ws \\
+    ip netns exec NS /work/main/.venv/bin/python harness/link_client.py ws://10.213.7.1:8080/ws \\
         --seconds 30 --warmup 10 [--hello] [--progress FILE] [--frames FILE]
-    .venv/bin/python tests/link_client.py 'http://127.0.0.1:8080/stream.mjpg?adapt=1' --seconds 10
+    .venv/bin/python harness/link_client.py 'http://127.0.0.1:8080/stream.mjpg?adapt=1' --seconds 10
 
 Per frame it records the ``seq`` and capture time ``t`` the server put in the JPEG
 (``camstream seq=... t=...`` comment; for MJPEG without one, the ``X-Timestamp`` header),
@@ -20,8 +20,8 @@ the newest variant message), for a test or benchmark that polls the client's vie
 ``--frames FILE`` writes every frame record (JSON lines) at the end.  Exit status 0,
 or 1 if it never got a frame.
 
-Importable for its parsing helpers (:func:`summarise`, :func:`percentile`,
-:class:`Received`); the server's own :func:`handlers.ws.frame_info` and
+Importable for its parsing helpers (:func:`summarise`, :class:`Received`) and
+:func:`command`, the command line that runs it; the server's own :func:`handlers.ws.frame_info` and
 :func:`cameras.jpeg.jpeg_size` read each frame.
 """
 
@@ -50,6 +50,14 @@ from websockets.sync.client import connect  # noqa: E402
 
 from cameras.jpeg import jpeg_size  # noqa: E402
 from handlers.ws import frame_info  # noqa: E402
+from harness.multipart import PartParser, parse_head  # noqa: E402
+from harness.stats import percentile  # noqa: E402
+
+
+def command(url: str, *options: str) -> list[str]:
+    """The command line that runs this client on ``url`` with ``options`` (``--seconds``...),
+    by this Python, wherever it is started (``ip netns exec``, a CPU pinned with taskset)."""
+    return [sys.executable, str(Path(__file__).resolve()), url, *options]
 
 
 @dataclass(frozen=True)
@@ -80,15 +88,6 @@ class Recording:
     variants: list[dict[str, Any]] = field(default_factory=list)
     texts: int = 0
     error: str | None = None
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) of ``values`` by the nearest-rank method; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def _ms(value: float | None) -> float | None:
@@ -239,8 +238,6 @@ def _read_ws(ws: Any, rec: Recording, deadline: float, hello: bool, on_tick: Cal
 
 def _parts(sock: socket.socket, deadline: float, on_tick: Callable[[], None]) -> Iterator[tuple]:
     """(headers, body, recv) of each MJPEG part read from ``sock`` until ``deadline``."""
-    from tests.mjpeg_client import PartParser, parse_head
-
     buf = b""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)

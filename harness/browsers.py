@@ -1,4 +1,5 @@
-"""The page tests' browsers: Chromium, Firefox ESR and WebKitGTK behind one page interface.
+"""The browsers of the page tests and benchmarks: Chromium, Firefox ESR and WebKitGTK behind
+one page interface.
 
 The tests speak the subset of Playwright's ``Page`` API they need: ``goto``,
 ``evaluate(function, arg)``, ``wait_for_function(function, arg, timeout)``,
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from harness.process import stop_process
 
 ENGINES = ["chromium", "firefox", "webkit"]
 CHROMIUM = "/usr/bin/chromium"
@@ -475,7 +478,7 @@ class Firefox:
             self.bidi.send("browser.close", {}, timeout_s=10)
         with contextlib.suppress(Exception):
             self.bidi.close()
-        end_process(self.proc)
+        stop_process(self.proc)
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -604,12 +607,12 @@ class Xvfb:
         deadline = time.monotonic() + 10
         while not os.path.exists(socket_path):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                end_process(self.proc)
+                stop_process(self.proc)
                 raise BrowserError(f"Xvfb {self.display} did not start (exit status {self.proc.returncode})")
             time.sleep(0.02)  # polling for its socket with a deadline
 
     def close(self) -> None:
-        end_process(self.proc)
+        stop_process(self.proc)
 
 
 class WebKit:
@@ -830,7 +833,7 @@ class WebKitScriptlessPage:
     def goto(self, url: str) -> None:
         """Opens ``url`` in a new MiniBrowser (the one before is ended); returns at once."""
         if self.proc is not None:
-            end_process(self.proc)
+            stop_process(self.proc)
         self._url = url
         self.proc = subprocess.Popen(
             [MINIBROWSER, "--enable-javascript=false", "--full-screen", url],
@@ -858,19 +861,8 @@ class WebKitScriptlessPage:
 
     def close(self) -> None:
         if self.proc is not None:
-            end_process(self.proc)
+            stop_process(self.proc)
         self.xvfb.close()
-
-
-def end_process(proc: subprocess.Popen) -> None:
-    """Ends one process this module started, by its PID: SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- a proxy that can refuse WebSockets and add a script to the pages --------------

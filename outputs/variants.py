@@ -2,22 +2,24 @@
 
 A viewer may ask for a smaller picture (``?width=W``) or another JPEG quality
 (``?quality=Q``).  Each distinct (size, quality) is a *variant*: a frame
-source like any driver (:class:`VariantCamera`), behind a feed of its own
-(:class:`~cameras.feed.FrameFeed`), so every output (MJPEG, WebSocket,
-snapshot, status, metrics) treats it like a camera.  While it has an output
-it keeps its parent camera running (a :meth:`~cameras.feed.FrameFeed.hold`),
-takes each parent frame on the parent's driver thread (a sink that only
-stores it), and on a thread of its own decodes the newest one and encodes it
+source like any driver (:class:`VariantEncoder`), behind a feed of its own
+(:class:`~feed.FrameFeed`), so every viewer (MJPEG, WebSocket, snapshot)
+and ``/status`` and ``/metrics`` treat it like a camera.  While it has a
+viewer it keeps its parent camera running (a :meth:`~feed.FrameFeed.hold`);
+:class:`Variants`, the one output of the camera's feed for all its
+variants, leaves each parent frame in the running encoders' mailboxes on the
+parent's source thread, and each encoder, on a thread of its own, decodes
+the newest one and encodes it
 again: one encode per frame whatever the number of its viewers, never on the
 IOLoop, never a backlog (a frame that arrives while one is being encoded
 replaces the one waiting).  It stops like a camera, ``idle_timeout_s`` after
 its last viewer leaves.
 
-Sizes snap to the source's width divided by 1, 2, 4 or 8 (:data:`SCALES`):
+Sizes snap to the source's width divided by 1, 2, 4 or 8 (:data:`outputs.sizes.SCALES`):
 the reductions a JPEG decoder makes while decoding (libjpeg's scaled IDCT,
 through Pillow's :meth:`~PIL.Image.Image.draft`), which cost less than a full
 decode, so no resampling is ever done.  Qualities snap to
-:data:`QUALITY_LEVELS`.  So a camera has few possible variants, and
+:data:`outputs.sizes.QUALITY_LEVELS`.  So a camera has few possible variants, and
 ``max_variants`` caps how many run at once.  A variant keeps the parent's
 ``seq`` and capture time, so a viewer moved between variants (adaptation)
 never sees a frame twice or a time go backwards.
@@ -25,80 +27,32 @@ never sees a frame twice or a time go backwards.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tornado.ioloop import IOLoop
 
-from cameras.base import Camera, CameraConfig, Frame
+from cameras.base import Camera, CameraConfig
 from cameras.jpeg import jpeg_size, same_jpeg
-
-if TYPE_CHECKING:
-    from cameras.feed import FrameFeed, Hold
+from feed import FrameFeed, Hold, Output, Subscriber
+from frame import Frame, Newest
+from outputs.adapt import Adaptation
+from outputs.sizes import VariantKey, quality_level, scale_for, scaled
 
 log = logging.getLogger(__name__)
 
-#: The reductions of the source's width (and height) a variant may have.
-SCALES = (1, 2, 4, 8)
-#: The JPEG qualities a variant may be encoded at; ``?quality=Q`` takes the
-#: highest level at most Q (the lowest below it).
-QUALITY_LEVELS = (30, 50, 70, 85, 95)
-#: The largest width a request may name (JPEG's limit).
-MAX_WIDTH = 65535
-#: Live variants per camera unless its ``max_variants`` says otherwise.
-DEFAULT_MAX_VARIANTS = CameraConfig.max_variants
+#: Live variants per camera unless its ``max_variants`` says otherwise (the
+#: default of ``--max-variants``, :attr:`settings.CameraSpec.max_variants`; not
+#: imported from there: an output knows nothing of the option table).
+DEFAULT_MAX_VARIANTS = 4
 #: A variant with no viewer stops after this long at most (the camera's own
 #: idle timeout if shorter): a variant costs CPU, a cold one starts in a frame.
 VARIANT_IDLE_S = 5.0
-
-
-def scaled(size: int, scale: int) -> int:
-    """``size`` pixels reduced by ``scale`` as a JPEG decoder does it (rounded up)."""
-    return -(-size // scale)
-
-
-def quality_level(quality: int) -> int:
-    """The level of :data:`QUALITY_LEVELS` that ``quality`` (1-100) snaps to."""
-    return max([q for q in QUALITY_LEVELS if q <= quality] or [QUALITY_LEVELS[0]])
-
-
-def scale_for(width: int, source_width: int) -> int:
-    """The largest reduction of :data:`SCALES` whose width is still at least
-    ``width`` (1 for a width at or above the source's)."""
-    best = 1
-    for scale in SCALES:
-        if scaled(source_width, scale) >= width:
-            best = scale
-    return best
-
-
-@dataclass(frozen=True)
-class VariantKey:
-    """Which variant: the reduction of the source's size and the JPEG quality
-    (None: the camera's own quality).  ``VariantKey(1, None)`` is the camera itself."""
-
-    scale: int = 1
-    quality: int | None = None
-
-    @property
-    def is_source(self) -> bool:
-        return self.scale == 1 and self.quality is None
-
-    def size(self, source_width: int, source_height: int) -> tuple[int, int]:
-        """This variant's picture size for a source of the given size."""
-        return scaled(source_width, self.scale), scaled(source_height, self.scale)
-
-    def label(self, source_width: int, source_height: int, camera_quality: int) -> str:
-        """How status and metrics name it: ``"320x240 q80"``, or ``"source"``."""
-        if self.is_source:
-            return "source"
-        width, height = self.size(source_width, source_height)
-        return f"{width}x{height} q{self.quality if self.quality is not None else camera_quality}"
 
 
 def encode_variant(jpeg: bytes, scale: int, quality: int) -> tuple[bytes, int, int]:
@@ -172,14 +126,16 @@ def _encode_pillow(jpeg: bytes, scale: int, quality: int) -> tuple[bytes, int, i
     return out.getvalue(), image.size[0], image.size[1]
 
 
-class VariantCamera(Camera):
-    """The frames of ``parent`` (a feed) at ``key``'s scale and quality.
+class VariantEncoder(Camera):
+    """The frames of ``parent`` (a feed) at ``key``'s scale and quality: a source
+    for a feed of its own, fed by :class:`Variants` (an output of ``parent``).
 
-    ``start`` (IOLoop thread) holds the parent's source running and adds a
-    sink to its camera; ``stop`` (any thread, blocks briefly) ends the encode
-    thread and releases the hold on the IOLoop.  The parent's frames, live or
-    "no signal", are encoded in turn, the newest first; a frame whose bytes
-    equal the previous one's is not encoded again.
+    ``start`` (IOLoop thread) holds the parent's source running and starts the
+    encode thread; ``stop`` (any thread, blocks briefly) ends it and releases
+    the hold on the IOLoop.  :meth:`offer` (the parent's source thread) leaves
+    a parent frame in a mailbox of one; the encode thread encodes the newest,
+    live or "no signal"; a frame whose bytes equal the previous one's is not
+    encoded again.
     """
 
     driver = "variant"
@@ -200,32 +156,26 @@ class VariantCamera(Camera):
         self.parent = parent
         self.key = key
         self.quality = quality
-        #: CPU seconds spent encoding (the encode thread's own time), frames the
-        #: encoder could not read, and parent frames replaced before being encoded.
+        #: CPU seconds spent encoding (the encode thread's own time), frames
+        #: encoded, and frames the encoder could not read.
         self.encode_cpu_s = 0.0
         self.frames_encoded = 0
         self.encode_errors = 0
-        self.frames_superseded = 0
-        self._frame: Frame | None = None
-        self._waiting: Frame | None = None
-        self._wakeup = threading.Condition()
+        self._waiting: Newest[Frame] = Newest()
+        self._waiting.close()  # nothing is taken before start()
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._hold: Hold | None = None
         self._loop: IOLoop | None = None
-        self._rate_start = 0.0
-        self._rate_count = 0
-        self._rate_fps = 0.0
-        self._last_publish = 0.0
 
-    # -- the parent's side (its driver thread) --------------------------------
-    def _take(self, frame: Frame) -> None:
-        """The parent's sink: keep ``frame`` as the next to encode (never blocks)."""
-        with self._wakeup:
-            if self._waiting is not None:
-                self.frames_superseded += 1
-            self._waiting = frame
-            self._wakeup.notify()
+    @property
+    def frames_superseded(self) -> int:
+        """Parent frames replaced by a newer one before being encoded."""
+        return self._waiting.superseded
+
+    # -- the parent's source thread ---------------------------------------------
+    def offer(self, frame: Frame) -> None:
+        """Keep ``frame`` as the next to encode while running (never blocks)."""
+        self._waiting.put(frame)
 
     # -- the contract -----------------------------------------------------------
     def start(self) -> None:
@@ -235,15 +185,11 @@ class VariantCamera(Camera):
             return
         self._loop = IOLoop.current()
         self._hold = self.parent.hold(f"variant {self.config.width}x{self.config.height}")
-        self._stop = threading.Event()
         self._frame = None
-        self._waiting = self.parent.camera.latest() if self.parent.camera.running else None
-        self._rate_start = time.monotonic()
-        self._rate_count = 0
-        self.parent.camera.add_sink(self._take)
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name=f"variant-{self.config.name}", daemon=True
-        )
+        self._rate.reset()
+        parent = self.parent.camera
+        self._waiting.open(parent.latest() if parent.running else None)
+        self._thread = threading.Thread(target=self._run, name=f"variant-{self.config.name}", daemon=True)
         self._thread.start()
         log.debug("%s: variant started", self.config.name)
 
@@ -253,18 +199,12 @@ class VariantCamera(Camera):
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        self.parent.camera.remove_sink(self._take)
-        self._stop.set()
-        with self._wakeup:
-            self._wakeup.notify()
+        self._waiting.close()
         thread.join()
         hold, self._hold = self._hold, None
         if hold is not None and self._loop is not None:
             self._loop.add_callback(hold.release)
         log.debug("%s: variant stopped", self.config.name)
-
-    def latest(self) -> Frame | None:
-        return self._frame
 
     @property
     def running(self) -> bool:
@@ -278,23 +218,11 @@ class VariantCamera(Camera):
     def error(self) -> str | None:
         return self.parent.camera.error
 
-    @property
-    def measured_fps(self) -> float:
-        if not self.running or time.monotonic() - self._last_publish > 2.0:
-            return 0.0
-        return self._rate_fps
-
     # -- the encode thread ------------------------------------------------------
-    def _run(self, stop: threading.Event) -> None:
+    def _run(self) -> None:
         last_input: bytes | None = None
-        while True:
-            with self._wakeup:
-                while self._waiting is None and not stop.is_set():
-                    self._wakeup.wait()
-                if stop.is_set():
-                    return
-                frame, self._waiting = self._waiting, None
-            if frame is None or (last_input is not None and same_jpeg(frame.jpeg, last_input)):
+        while (frame := self._waiting.wait()) is not None:
+            if last_input is not None and same_jpeg(frame.jpeg, last_input):
                 continue
             last_input = frame.jpeg
             started = time.thread_time()
@@ -307,49 +235,53 @@ class VariantCamera(Camera):
                 continue
             finally:
                 self.encode_cpu_s += time.thread_time() - started
-            self._publish(Frame(jpeg, frame.seq, frame.timestamp, width, height, frame.live))
-
-    def _publish(self, frame: Frame) -> None:
-        self.frames_encoded += 1
-        if frame.live:
-            self.frames_captured += 1
-        now = time.monotonic()
-        self._last_publish = now
-        self._rate_count += 1
-        if now - self._rate_start >= 1.0:
-            self._rate_fps = self._rate_count / (now - self._rate_start)
-            self._rate_start = now
-            self._rate_count = 0
-        self._frame = frame
-        self._emit(frame)
+            self.frames_encoded += 1
+            self._publish_frame(Frame(jpeg, frame.seq, frame.timestamp, width, height, frame.live))
 
 
-class Variants:
-    """The variants of one camera's feed, made on demand (IOLoop thread only).
+class Variants(Output):
+    """The variants of one camera, made on demand: an output of the camera's feed.
 
-    At most ``max_variants`` run at once; asked for another then, a viewer
-    gets the running variant (or the camera) nearest in size, so a page always
-    gets a picture.  ``make_feed`` builds the feed of a new variant (the
-    caller's settings: idle timeout, stall timeout).
+    Attached to ``feed`` without a hold (:meth:`attach`), it takes each frame
+    of the camera on its source's thread and leaves it with every variant
+    encoder that runs (:meth:`put`), and each running variant holds the
+    camera running.  At most ``max_variants`` run at once; asked for another
+    then, a viewer gets the running variant (or the camera) nearest in size,
+    so a page always gets a picture.  ``adaptation`` moves adaptive viewers
+    between them (:class:`outputs.adapt.Adaptation`; made here if not given).
+    ``make_feed`` builds the feed of a new variant (default: the camera's
+    feed's repeat and stall timeouts, and at most :data:`VARIANT_IDLE_S` of
+    idle time).  IOLoop thread, but :meth:`put`.
     """
+
+    kind = "variants"
 
     def __init__(
         self,
         feed: FrameFeed,
         max_variants: int = DEFAULT_MAX_VARIANTS,
+        *,
+        adaptation: Adaptation | None = None,
         make_feed: Callable[[Camera, str], FrameFeed] | None = None,
     ) -> None:
         self.feed = feed
         self.max_variants = max_variants
+        self.adaptation = adaptation or Adaptation(lambda: feed.camera.config.quality)
         self._make_feed = make_feed or self._default_feed
         self._feeds: dict[VariantKey, FrameFeed] = {}
+        #: Every encoder made, replaced whole (copy on write) for the source's thread.
+        self._encoders: tuple[VariantEncoder, ...] = ()
         #: Requests served by a variant other than the one asked for (the cap).
         self.substituted = 0
         self._cap_logged = False
 
-    def _default_feed(self, camera: Camera, name: str) -> FrameFeed:
-        from cameras.feed import FrameFeed
+    def attach(self) -> Variants:
+        """Attach to the camera's feed (no hold: variants start with their viewers);
+        returns self.  Raises ValueError if the feed has variants already."""
+        self.feed.attach(self, hold=False)
+        return self
 
+    def _default_feed(self, camera: Camera, name: str) -> FrameFeed:
         parent = self.feed
         return FrameFeed(
             camera,
@@ -358,6 +290,13 @@ class Variants:
             repeat_after_s=parent.repeat_after_s,
             stall_timeout_s=parent.stall_timeout_s,
         )
+
+    # -- the camera's source thread ---------------------------------------------
+    def put(self, frame: Frame) -> None:
+        """Leave ``frame`` with every running encoder (never blocks)."""
+        for encoder in self._encoders:
+            if encoder.running:
+                encoder.offer(frame)
 
     # -- choosing ---------------------------------------------------------------
     def source_size(self) -> tuple[int, int]:
@@ -409,9 +348,9 @@ class Variants:
             nearest = min([VariantKey(), *live], key=lambda k: (abs(k.scale - key.scale), k.scale))
             return (self.feed if nearest.is_source else self._feeds[nearest]), nearest
         if feed is None:
-            camera = VariantCamera(self.feed, key)
-            feed = self._feeds[key] = self._make_feed(camera, camera.config.name)
-            feed.variant_of = self.feed  # type: ignore[attr-defined]
+            encoder = VariantEncoder(self.feed, key)
+            feed = self._feeds[key] = self._make_feed(encoder, encoder.config.name)
+            self._encoders = (*self._encoders, encoder)
         return feed, key
 
     # -- reporting and lifetime -------------------------------------------------
@@ -419,39 +358,48 @@ class Variants:
         """Every variant ever made (running or not), smallest scale first."""
         return iter(sorted(self._feeds.items(), key=lambda item: (item[0].scale, item[0].quality or 0)))
 
-    @property
-    def subscriber_count(self) -> int:
-        """Viewers of every variant."""
-        return sum(feed.subscriber_count for feed in self._feeds.values())
+    def viewers(self) -> list[Subscriber]:
+        """The viewers of every variant (they count as the camera's)."""
+        return [viewer for feed in self._feeds.values() for viewer in feed.all_viewers()]
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        """Each variant made so far, by label: its size, quality, viewers and costs."""
-        out: dict[str, dict[str, Any]] = {}
+    def status(self) -> dict[str, Any]:
+        """``/status``'s ``"variants"``: the cap, the requests it substituted, the
+        adaptation's moves, and each variant made so far by label (its size,
+        quality, viewers and costs) in ``"sizes"``."""
+        sizes: dict[str, dict[str, Any]] = {}
         for key, feed in self.feeds():
-            camera: VariantCamera = feed.camera  # type: ignore[assignment]
-            frame = camera.latest() if camera.running else None
+            encoder: VariantEncoder = feed.camera  # type: ignore[assignment]
+            frame = encoder.latest() if encoder.running else None
             width, height = (frame.width, frame.height) if frame else key.size(*self.source_size())
-            out[self.label(key)] = {
+            sizes[self.label(key)] = {
                 "width": width,
                 "height": height,
                 "scale": key.scale,
-                "quality": camera.quality,
-                "running": camera.running,
+                "quality": encoder.quality,
+                "running": encoder.running,
                 "subscribers": feed.subscriber_count,
                 "viewers": feed.viewers_by_kind(),
-                "frames_encoded": camera.frames_encoded,
-                "frames_superseded": camera.frames_superseded,
-                "encode_errors": camera.encode_errors,
-                "encode_cpu_seconds": round(camera.encode_cpu_s, 4),
-                "fps_measured": round(camera.measured_fps, 2),
+                "frames_encoded": encoder.frames_encoded,
+                "frames_superseded": encoder.frames_superseded,
+                "encode_errors": encoder.encode_errors,
+                "encode_cpu_seconds": round(encoder.encode_cpu_s, 4),
+                "fps_measured": round(encoder.measured_fps, 2),
                 "frame_bytes": len(frame.jpeg) if frame else None,
                 "frames_sent": feed.frames_sent,
                 "bytes_sent": feed.bytes_sent,
                 "frames_skipped": feed.frames_skipped,
             }
-        return out
+        return {
+            "max_variants": self.max_variants,
+            "substituted": self.substituted,
+            "adaptive_viewers": len(self.adaptation),
+            "adapt_steps": {"down": self.adaptation.steps_down, "up": self.adaptation.steps_up},
+            "sizes": sizes,
+        }
 
-    def close(self) -> None:
-        """Close every variant's feed (their viewers ended; IOLoop thread)."""
-        for feed in self._feeds.values():
-            feed.close()
+    def close(self) -> asyncio.Future[Any] | None:
+        """Close every variant's feed: their viewers end, their encoders stop
+        (IOLoop thread).  The future is done when they have."""
+        closing = [done for done in (feed.close() for feed in self._feeds.values()) if done is not None]
+        self.adaptation.close()
+        return asyncio.gather(*closing) if closing else None

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
-from cameras.variants import QUALITY_LEVELS, SCALES, VariantKey
+from outputs.sizes import QUALITY_LEVELS, SCALES, VariantKey
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,12 @@ class Adaptation:
 
     def __len__(self) -> int:
         return len(self._members)
+
+    def close(self) -> None:
+        """Stop adapting anyone (the camera is closing; idempotent)."""
+        self._members.clear()
+        if self._timer is not None:
+            self._timer.stop()
 
     # -- the rule -----------------------------------------------------------------
     def _restart(self, member: _Member, now: float) -> None:

@@ -2,11 +2,11 @@
 with a token bucket (``tc ... tbf``) on the traffic that leaves the root side.
 
     with ShapedLink(rate="2mbit") as link:          # root only (ip netns, tc)
-        server listens on link.host_address          # the root side, e.g. 10.213.7.1
-        proc = link.spawn([python, "tests/link_client.py", f"ws://{link.host_address}:{port}/ws"])
+        server = ServerProcess(args, log, host=link.host_address).start()  # the root side
+        proc = link.spawn([python, "harness/link_client.py", f"ws://{link.host_address}:{port}/ws"])
         link.set_rate("100mbit")                     # live, with tc qdisc change
         ...
-        link.stop(proc)                              # by its PID
+        stop_process(proc)                           # by its PID (harness/process.py)
 
 What it makes, and removes on exit (exactly that, nothing else):
 
@@ -35,16 +35,11 @@ import ipaddress
 import itertools
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 
-from tests.conftest import ROOT, ServerProcess
+from harness.process import stop_process
 
 #: Where the /30s come from.
 POOL = ipaddress.ip_network("10.213.0.0/16")
@@ -162,7 +157,7 @@ class ShapedLink:
         """End the processes :meth:`spawn` started (by PID), delete the veth pair and the
         namespace this link made.  Idempotent; raises LinkError only if a deletion failed."""
         for proc in self._procs:
-            self.stop(proc)
+            stop_process(proc)
         self._procs.clear()
         errors = []
         if self._made_veth:
@@ -221,66 +216,3 @@ class ShapedLink:
         proc = subprocess.Popen(self.command(cmd), **popen_kwargs)  # type: ignore[call-overload]
         self._procs.append(proc)
         return proc
-
-    @staticmethod
-    def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
-        """End one process by its PID: SIGTERM, then SIGKILL after ``timeout_s``; its exit
-        status.  Returns at once for one that has exited."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-
-# -- a server process on the link ------------------------------------------------------
-class LinkServer(ServerProcess):
-    """``python server.py ARGS`` listening on ``host`` (a link's :attr:`ShapedLink.host_address`)
-    instead of loopback; otherwise the tests' ``ServerProcess`` (its log files, ``stop()``,
-    ``get()``, ``log_text()``).  :meth:`start` blocks until the server logs its URL, and raises
-    RuntimeError (it exited) or TimeoutError (it did not start) with its log."""
-
-    def __init__(self, host: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        super().__init__(args, log_path, env)
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
-
-    def start(self, timeout_s: float = 20.0) -> LinkServer:
-        self.starts += 1
-        log_file = self.log_path.with_suffix(f".{self.starts}.log")
-        with open(log_file, "wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "server.py"),
-                    *self.args,
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                ],
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        self.current_log = log_file
-        pattern = re.compile(rf"on https?://{re.escape(self.host)}:(\d+)/")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = log_file.read_text(errors="replace")
-            found = pattern.search(text)
-            if found:
-                self.port = int(found.group(1))
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.05)  # polling the log file with a deadline
-        self.stop()  # never leave a process behind
-        raise TimeoutError(f"server did not start within {timeout_s} s:\n{log_file.read_text()}")

@@ -1,5 +1,5 @@
-"""A real nginx for the tests: Debian's ``/usr/sbin/nginx`` on a free loopback
-port, every file it writes under one folder, ended by its PID."""
+"""A real nginx for the tests and benchmarks: Debian's ``/usr/sbin/nginx`` on a free
+loopback port, every file it writes under one folder, ended by its PID."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import http.client
 import logging
 import os
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from harness.process import ROOT, free_port, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ http {{
 {http}
 }}
 """
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now (the OS's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fetch(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -122,14 +116,8 @@ class Nginx:
         raise TimeoutError(f"nginx did not answer within {timeout_s} s:\n{self.logs()}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()  # SIGTERM: nginx's fast shutdown, streams included
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout_s)  # SIGTERM: nginx's fast shutdown, streams included
         if getattr(self, "_out", None):
             self._out.close()
 
@@ -143,7 +131,7 @@ class Nginx:
 
 
 #: The configuration the README gives for nginx in front of the edges.
-EDGES_CONF = Path(__file__).resolve().parent.parent / "docs" / "nginx-edges.conf"
+EDGES_CONF = ROOT / "docs" / "nginx-edges.conf"
 
 
 def edges_http(port: int, edges: list[int]) -> str:

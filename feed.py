@@ -1,42 +1,50 @@
 """The feed: the fan-out of one frame source to its outputs.
 
-A feed takes frames from any :class:`~cameras.base.Camera` (a driver, later a
-bus subscription or a variant of another feed) and hands them to three kinds
-of output, each through one interface:
+A feed takes frames from any :class:`~cameras.base.Camera` (a driver, a bus
+subscription, a variant encoder) and hands them to two kinds of output:
 
-* **viewers** (:class:`Subscriber`: an MJPEG response, a WebSocket): a
+* **viewers** (:class:`Subscriber`: an MJPEG response, a WebSocket; and
+  snapshot waiters, :meth:`FrameFeed.snapshot`): the hot path.  A
   ``PeriodicCallback`` reads the camera's newest frame; when its ``seq`` is
   new, the wire bytes are built once per wire format and handed to every
   viewer whose previous write has completed.  A viewer still busy with an
   older frame is skipped (counted) and gets whatever is newest as soon as it
   is free: no backlog, no duplicate, at most one write in flight per viewer,
   so memory stays bounded whatever a client does.
-* **snapshot waiters** (:meth:`FrameFeed.snapshot`): the next live frame.
-* **sinks** (:class:`FrameSink`: the recorder, later a bus publisher): every
-  frame, on the source's own thread, whatever the IOLoop is doing; a sink
-  attached with a hold keeps the source running without viewers.
+* **every other output** (:class:`Output`: the recorder, the bus publisher,
+  the variants, each through this one contract): attached with
+  :meth:`FrameFeed.attach`, it takes every frame on the source's own thread
+  (:meth:`Output.put`), whatever the IOLoop is doing; it reports under its
+  ``kind`` in :meth:`FrameFeed.status`, may serve viewers of feeds of its own
+  (counted as the camera's, :meth:`Output.viewers`), and is closed with the
+  feed, after the source has stopped (:meth:`Output.close`).  An output
+  attached with a hold keeps the source running without viewers; one may
+  also hold it for a while (:meth:`FrameFeed.hold`: the edges' interest, a
+  running variant).  This module names no output.
 
-The source starts with its first output (a viewer, a waiter or a
-:meth:`FrameFeed.hold`) and stops ``idle_timeout_s`` after the last one
-leaves; then no timer of the feed runs.  Stopping a source may block (a hung
-SDK), so it runs on a worker thread: the IOLoop never waits for it, and the
-source is started again only once its stop has finished (never two capture
-threads).  Everything else here runs on the IOLoop thread.
+The source starts with its first output that wants it (a viewer, a waiter,
+a hold) and stops ``idle_timeout_s`` after the last one leaves; then no timer
+of the feed runs.  Stopping a source may block (a hung SDK), so it runs on a
+worker thread: the IOLoop never waits for it, and the source is started again
+only once its stop has finished (never two capture threads).  Everything else
+here runs on the IOLoop thread.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from cameras.base import Camera, CameraError, Frame
+from cameras.base import Camera
 from cameras.jpeg import same_jpeg
+from frame import CameraError, Frame
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +81,42 @@ class Subscriber(Protocol):
         """The feed is shutting down: end the response or close the socket."""
 
 
-class FrameSink(Protocol):
-    """An output that takes every frame of the source (the recorder; later a bus
-    publisher).  ``kind`` names its entry in :meth:`FrameFeed.status`."""
+class Output(abc.ABC):
+    """The one contract of every output of a feed but its viewers: the recorder,
+    the bus publisher, the variants, and whatever comes next.
 
-    kind: str
+    ``kind`` names its entry in the camera's ``/status`` (``"recording"``,
+    ``"publishing"``, ``"variants"``); a feed has at most one output of a kind.
+    """
 
+    kind: str = "output"
+
+    @abc.abstractmethod
     def put(self, frame: Frame) -> None:
-        """Take one frame, live or not (``frame.live``); called on the source's
-        thread, so it must not block (a bounded queue)."""
+        """Take one frame, live or not (``frame.live``).  Called on the source's
+        own thread for every frame it publishes while attached, so it must not
+        block: keep the frame (a bounded queue, a mailbox of one) and do the
+        work on a thread of the output's own."""
 
+    @abc.abstractmethod
     def status(self) -> dict[str, Any]:
-        """JSON-ready figures, for ``/status`` (IOLoop thread)."""
+        """JSON-ready figures, the camera's ``/status`` entry under :attr:`kind`
+        (IOLoop thread; cheap, never blocks).  Counter names are those of
+        ``/metrics`` without ``camstream_`` and ``_total``."""
 
-    def close(self) -> None:
-        """Write out what is queued and stop; may block (a worker thread calls it,
-        after the source has stopped, so every frame it made is taken)."""
+    def viewers(self) -> Iterable[Subscriber]:
+        """The viewers this output serves on feeds of its own (a variant's), which
+        count as viewers of the camera (IOLoop thread).  None for most."""
+        return ()
+
+    @abc.abstractmethod
+    def close(self) -> asyncio.Future[Any] | None:
+        """Stop: called once on the IOLoop when the feed closes, after its source
+        has stopped (so every frame it made has been put), or by whoever
+        detached it.  Must not block: blocking work (writing out a queue,
+        ending a connection) goes to a worker thread, and the future returned
+        is done when it has ended (None: done already).  Called without a
+        running event loop, it does all its work before returning None."""
 
 
 class Hold:
@@ -192,7 +220,8 @@ class FrameFeed:
         self._behind: set[_Slot] = set()
         self._waiters: list[asyncio.Future[Frame]] = []
         self._holds: set[Hold] = set()
-        self._sinks: dict[FrameSink, Hold] = {}
+        #: Every attached output, and the hold each was attached with (or None).
+        self._outputs: dict[Output, Hold | None] = {}
         self._timer: Timer | None = None
         self._idle_handle: object | None = None
         #: A stop of the source is under way on a worker thread.
@@ -217,12 +246,6 @@ class FrameFeed:
         self.frames_same = 0
         self.camera_starts = 0
         self.viewers_stalled = 0
-        #: The camera's variants (:class:`cameras.variants.Variants`), if it has any;
-        #: and, for a variant's own feed, the feed it is a variant of.
-        self.variants: Any = None
-        self.variant_of: FrameFeed | None = None
-        #: The output to the message bus (:class:`cameras.bus.Publisher`), on an origin.
-        self.publisher: Any = None
 
     # -- viewers ------------------------------------------------------------
     @property
@@ -303,11 +326,11 @@ class FrameFeed:
                 waiter.cancel()
             self._maybe_idle()
 
-    # -- holds and sinks ----------------------------------------------------
+    # -- holds and outputs ---------------------------------------------------
     def hold(self, reason: str) -> Hold:
-        """Keep the source running with no viewer until the hold is released (a
-        recorder; later, viewers of other servers).  Starts the source now;
-        raises CameraError if it cannot start or the feed is closed."""
+        """Keep the source running with no viewer until the hold is released (the
+        edges' interest, a running variant).  Starts the source now; raises
+        CameraError if it cannot start or the feed is closed."""
         if self._closed:
             raise CameraError("the server is shutting down")
         self._activate()
@@ -325,24 +348,38 @@ class FrameFeed:
         """True while a hold keeps the source running."""
         return bool(self._holds)
 
-    def attach(self, sink: FrameSink) -> None:
-        """Hand every frame of the source to ``sink`` from now on, on the source's
-        thread, and keep the source running for it (a hold) until :meth:`detach`
-        or :meth:`close`.  Raises CameraError if the source cannot start."""
-        if sink in self._sinks:
+    def attach(self, output: Output, *, hold: bool) -> None:
+        """Hand every frame of the source to ``output.put`` from now on, on the
+        source's thread, report it under its ``kind`` and close it with the feed.
+        ``hold``: keep the source running for it (the recorder) until
+        :meth:`detach` or :meth:`close`; without, it takes the frames of a source
+        that runs for others (the variants, the publisher).  Raises CameraError
+        if the source cannot start (with ``hold``) or the feed is closed, and
+        ValueError if an output of the same kind is attached already."""
+        if output in self._outputs:
             return
-        hold = self.hold(sink.kind)
-        self.camera.add_sink(sink.put)
-        self._sinks[sink] = hold
+        if self._closed:
+            raise CameraError("the server is shutting down")
+        if any(other.kind == output.kind for other in self._outputs):
+            raise ValueError(f"{self.name}: an output of kind {output.kind!r} is attached already")
+        held = self.hold(output.kind) if hold else None
+        self.camera.add_sink(output.put)
+        self._outputs[output] = held
 
-    def detach(self, sink: FrameSink) -> None:
-        """Stop handing frames to ``sink`` and release its hold (idempotent).  The
-        caller closes the sink (off the loop: :meth:`FrameSink.close` may block)."""
-        hold = self._sinks.pop(sink, None)
-        if hold is None:
+    def detach(self, output: Output) -> None:
+        """Stop handing frames to ``output`` and release its hold (idempotent).
+        The caller closes it (:meth:`Output.close`)."""
+        if output not in self._outputs:
             return
-        self.camera.remove_sink(sink.put)
-        hold.release()
+        held = self._outputs.pop(output)
+        self.camera.remove_sink(output.put)
+        if held is not None:
+            held.release()
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        """The attached outputs, in the order they were attached."""
+        return tuple(self._outputs)
 
     # -- lifetime -----------------------------------------------------------
     def _activate(self) -> None:
@@ -399,9 +436,9 @@ class FrameFeed:
             self._start_camera()
         except CameraError as exc:
             log.warning("%s: cannot start the camera again: %s", self.name, exc)
-            self._fail_outputs(exc)
+            self._end_viewers(exc)
 
-    def _fail_outputs(self, exc: CameraError) -> None:
+    def _end_viewers(self, exc: CameraError) -> None:
         """End every viewer and fail every waiter (a source that cannot start)."""
         slots = list(self._slots.values())
         self._slots.clear()
@@ -418,38 +455,61 @@ class FrameFeed:
 
     def close(self) -> asyncio.Future[None] | None:
         """Stop polling, end every viewer, fail waiters; then, on a worker thread,
-        stop the source and close the sinks (after the source: every frame it
-        made is taken).  Returns a future done when that has finished, or None
-        (done already) when called without a running event loop.  Idempotent."""
+        stop the source; then close every output (after the source: every frame
+        it made was put).  Returns a future done when all that has finished, or
+        None (done already) when called without a running event loop.  Idempotent."""
         if self._closed:
             return None
         self._closed = True
-        if self.variants:
-            self.variants.close()  # their viewers first; their holds here go with ours
-        self._fail_outputs(CameraError("the server is shutting down"))
+        self._end_viewers(CameraError("the server is shutting down"))
         if self._timer is not None:
             self._timer.stop()
         if self._idle_handle is not None:
             self._clock.cancel(self._idle_handle)
             self._idle_handle = None
-        sinks = list(self._sinks)
-        self._sinks.clear()
+        outputs = list(self._outputs)
+        self._outputs.clear()
         self._holds.clear()
         camera = self.camera
 
-        def work() -> None:
+        def stop_source() -> None:
             camera.stop()  # waits for a stop already under way
-            for sink in sinks:
-                camera.remove_sink(sink.put)
-                sink.close()
+            for output in outputs:
+                camera.remove_sink(output.put)
 
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            work()
+            stop_source()
+            for output in outputs:
+                output.close()
             return None
         done: asyncio.Future[None] = loop.create_future()
-        self._clock.run_off_loop(f"close-{self.name}", work, lambda: done.done() or done.set_result(None))
+
+        def close_outputs() -> None:
+            closing = []
+            for output in outputs:
+                try:
+                    future = output.close()
+                except Exception:
+                    log.exception("%s: closing its %s output failed", self.name, output.kind)
+                    continue
+                if future is not None:
+                    closing.append(future)
+            if not closing:
+                done.done() or done.set_result(None)
+                return
+            gathered = asyncio.gather(*closing, return_exceptions=True)
+
+            def finished(results: asyncio.Future[list[Any]]) -> None:
+                for result in results.result():
+                    if isinstance(result, BaseException):
+                        log.error("%s: an output failed to close: %s", self.name, result)
+                done.done() or done.set_result(None)
+
+            gathered.add_done_callback(finished)
+
+        self._clock.run_off_loop(f"close-{self.name}", stop_source, close_outputs)
         return done
 
     # -- the periodic callback ----------------------------------------------
@@ -585,31 +645,32 @@ class FrameFeed:
 
     # -- reporting ----------------------------------------------------------
     def viewers_by_kind(self) -> dict[str, int]:
-        """How many viewers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached here."""
+        """How many viewers of each ``kind`` (``"mjpeg"``, ``"ws"``) are attached
+        to this feed itself (not its outputs' feeds)."""
         kinds: dict[str, int] = {}
         for sub in self._slots:
             kinds[sub.kind] = kinds.get(sub.kind, 0) + 1
         return kinds
 
-    def all_feeds(self) -> list[FrameFeed]:
-        """This feed and its variants' feeds."""
-        return [self, *(feed for _, feed in self.variants.feeds())] if self.variants else [self]
+    def all_viewers(self) -> list[Subscriber]:
+        """Every viewer of the camera: of this feed, then those its outputs serve."""
+        viewers: list[Subscriber] = list(self._slots)
+        for output in self.outputs:
+            viewers += output.viewers()
+        return viewers
 
     @property
     def viewer_count(self) -> int:
-        """Viewers of the camera: of this feed and of its variants."""
-        return sum(feed.subscriber_count for feed in self.all_feeds())
+        """Viewers of the camera: of this feed and of its outputs' feeds (variants)."""
+        return len(self._slots) + sum(len(list(output.viewers())) for output in self.outputs)
 
     def clients(self, limit: int = 500) -> list[dict[str, Any]]:
-        """Each viewer of the camera (this feed and its variants), as its
-        ``client_info()`` tells it (kind, address, variant...), at most ``limit``."""
+        """Each viewer of the camera, as its ``client_info()`` tells it (kind,
+        address, variant...), at most ``limit``."""
         out: list[dict[str, Any]] = []
-        for feed in self.all_feeds():
-            for sub in feed._slots:
-                if len(out) >= limit:
-                    return out
-                info = getattr(sub, "client_info", None)
-                out.append(info() if info else {"kind": sub.kind})
+        for sub in self.all_viewers()[:limit]:
+            info = getattr(sub, "client_info", None)
+            out.append(info() if info else {"kind": sub.kind})
         return out
 
     def snapshot_failure(self, timeout_s: float) -> str:
@@ -620,11 +681,16 @@ class FrameFeed:
         return f"no frame from the camera within {timeout_s:g} s"
 
     def status(self) -> dict[str, Any]:
-        """A JSON-ready summary of the source, the feed and its sinks (each
-        under its ``kind``, e.g. ``"recording"``).  Counter names are those of
-        ``/metrics`` without ``camstream_`` and ``_total``."""
+        """A JSON-ready summary of the source, the feed and each output (under its
+        ``kind``: ``"recording"``, ``"publishing"``, ``"variants"``); the source's
+        own entries (:meth:`~cameras.base.Camera.status`) beside them.  Counter
+        names are those of ``/metrics`` without ``camstream_`` and ``_total``."""
         cam = self.camera
         frame = cam.latest() if cam.running else None
+        viewers = self.all_viewers()
+        kinds: dict[str, int] = {}
+        for sub in viewers:
+            kinds[sub.kind] = kinds.get(sub.kind, 0) + 1
         return {
             "name": self.name,
             "driver": cam.driver,
@@ -636,8 +702,8 @@ class FrameFeed:
             "width": frame.width if frame else cam.config.width,
             "height": frame.height if frame else cam.config.height,
             "quality": cam.config.quality,
-            "subscribers": self.viewer_count,
-            "viewers": self._all_viewers_by_kind(),
+            "subscribers": len(viewers),
+            "viewers": kinds,
             "frames_captured": cam.frames_captured,
             "frames_sent": self.frames_sent,
             "bytes_sent": self.bytes_sent,
@@ -651,28 +717,10 @@ class FrameFeed:
             "last_frame_age_s": round(time.time() - frame.timestamp, 3) if frame else None,
             "poll_interval_ms": round(self.interval_ms, 2),
             "idle_timeout_s": self.idle_timeout_s,
-            "recording": None,
-            **{sink.kind: sink.status() for sink in self._sinks},
-            "max_variants": self.variants.max_variants if self.variants else 0,
-            "variants": self.variants.status() if self.variants else {},
-            "adapt_steps": self._adapt_steps(),
-            "publishing": self.publisher.status() if self.publisher is not None else None,
-            "bus": cam.bus_status() if hasattr(cam, "bus_status") else None,
+            **cam.status(),
+            **{output.kind: output.status() for output in self.outputs},
             "clients": self.clients(),
         }
-
-    def _adapt_steps(self) -> dict[str, int]:
-        adaptation = getattr(self.variants, "adaptation", None)
-        if adaptation is None:
-            return {"down": 0, "up": 0}
-        return {"down": adaptation.steps_down, "up": adaptation.steps_up}
-
-    def _all_viewers_by_kind(self) -> dict[str, int]:
-        kinds: dict[str, int] = {}
-        for feed in self.all_feeds():
-            for kind, count in feed.viewers_by_kind().items():
-                kinds[kind] = kinds.get(kind, 0) + count
-        return kinds
 
 
 def consume(future: asyncio.Future[Any]) -> None:

@@ -1,4 +1,4 @@
-"""A real ``nats-server`` for the tests (Debian's, installed by scripts/test.sh)."""
+"""A real ``nats-server`` for the tests and benchmarks (Debian's, installed by scripts/test.sh)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+
+from harness.process import stop_process
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -44,7 +46,6 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
