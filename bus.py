@@ -216,8 +216,8 @@ class BusThread:
 
         assert self._stopped is not None
         while not self._stopped.is_set():
-            try:
-                self.nc = await nats.connect(
+            connecting = asyncio.ensure_future(
+                nats.connect(
                     self.servers,
                     name=self.name,
                     connect_timeout=2,
@@ -231,6 +231,19 @@ class BusThread:
                     reconnected_cb=self._reconnected,
                     **self._auth,
                 )
+            )
+            stopping = asyncio.ensure_future(self._stopped.wait())
+            # A stop must not wait for a connection that nats-py is still trying
+            # to make (a refused login, a server that is not there).
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await connecting
+                break
+            try:
+                self.nc = connecting.result()
             except Exception as exc:  # the first connection: nats-py does not retry it
                 self._unreachable(exc)
                 with contextlib.suppress(TimeoutError):

@@ -48,7 +48,8 @@ class OnDemandCamera(Camera):
 
     def make(self) -> None:
         self._seq += 1
-        self._frame = Frame(b"x" * 100, self._seq, 0.0, 1, 1)
+        # Bytes of its own each time: a frame equal to the previous one is not sent again.
+        self._frame = Frame(b"%099d" % self._seq, self._seq, 0.0, 1, 1)
 
 
 def _wire(frame: Frame) -> bytes:

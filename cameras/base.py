@@ -7,8 +7,7 @@ The feed's other outputs (the recorder, the bus publisher, the variants)
 take every frame on the camera's own thread: the feed hands their ``put`` to
 :meth:`Camera.add_sink`, and only the feed calls it.  Drivers know nothing
 of HTTP or Tornado.  :class:`~frame.Frame` and :class:`~frame.CameraError`
-live at the bottom of the house (:mod:`frame`); they are re-exported here for
-the drivers.
+live at the bottom of the house (:mod:`frame`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any
 
 from frame import CameraError, Frame, RateMeter
 
-__all__ = ["Camera", "CameraConfig", "CameraError", "Frame", "FrameSinkFn", "ThreadedCamera"]
+__all__ = ["Camera", "CameraConfig", "FrameSinkFn", "ThreadedCamera"]
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The adaptation rule (cameras/adapt.py) against a simulated link, on a hand-driven clock.
+"""The adaptation rule (outputs/adapt.py) against a simulated link, on a hand-driven clock.
 
 A viewer on rung R of its ladder is offered 30 frames a second of that rung's
 size; a link of C bytes per second carries C / size of them, and the rest are

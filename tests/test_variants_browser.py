@@ -1,7 +1,7 @@
 """The live pages ask for the variant that fits their canvas (static/frames.js, fitTo),
 in real browsers of three engines, against a server process.
 
-The server snaps a width to the source's width /1, /2, /4 or /8 (cameras/variants.py),
+The server snaps a width to the source's width /1, /2, /4 or /8 (outputs/sizes.py),
 so a page's box decides which of those it gets: a 640x480 camera in a viewer whose
 picture is drawn 240 pixels wide sends 320x240 frames; enlarged past 320, the source.
 """
