@@ -128,54 +128,57 @@ async def test_an_output_gets_every_frame_on_the_source_thread_reports_and_close
     feed = FrameFeed(camera, name="door", idle_timeout_s=10)
     hold = feed.hold("the test's source runs throughout")
     case: Case = await make(feed, tmp_path)
-    output = case.output
-    assert output in feed.outputs
-
-    # A spy on the contract's two calls: which thread puts, and when close comes.
-    seen: list[tuple[int, str]] = []
-    put, close = output.put, output.close
-    closed_after_stops: list[int] = []
-
-    def spy_put(frame: Frame) -> None:
-        seen.append((frame.seq, threading.current_thread().name))
-        put(frame)
-
-    def spy_close() -> asyncio.Future[Any] | None:
-        closed_after_stops.append(camera.stops)
-        return close()
-
-    feed.detach(output)
-    output.put = spy_put  # type: ignore[method-assign]
-    output.close = spy_close  # type: ignore[method-assign]
-    feed.attach(output, hold=output.kind == "recording")
-
     source = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=SOURCE_THREAD)
-    loop = asyncio.get_running_loop()
-    pushed = []
-    for n in range(FRAMES):
-        frame = await loop.run_in_executor(source, camera.push, jpeg(COLOURS[n % len(COLOURS)], (64, 48)))
-        pushed.append(frame.seq)
-        # The output's own pace: each frame is made before the next comes, so
-        # "every frame" is what an output that keeps only the newest gets too.
-        await wait_until(lambda n=n: case.made() >= n + 1, f"{output.kind} made frame {n + 1}")
-    assert [seq for seq, _ in seen] == pushed
-    assert {thread for _, thread in seen} == {f"{SOURCE_THREAD}_0"}
+    try:
+        output = case.output
+        assert output in feed.outputs
 
-    status = feed.status()
-    assert status[output.kind] == output.status()
-    assert case.status_key in status[output.kind]
+        # A spy on the contract's two calls: which thread puts, and when close comes.
+        seen: list[tuple[int, str]] = []
+        put, close = output.put, output.close
+        closed_after_stops: list[int] = []
 
-    hold.release()
-    done = feed.close()
-    assert done is not None
-    await asyncio.wait_for(done, 20)
-    assert closed_after_stops == [1], "closed once, after the source had stopped"
-    assert case.ended(), f"the {output.kind} output did not finish with the feed"
-    assert case.made() == FRAMES
-    source.shutdown()
-    result = case.cleanup()
-    if asyncio.iscoroutine(result):
-        await result
+        def spy_put(frame: Frame) -> None:
+            seen.append((frame.seq, threading.current_thread().name))
+            put(frame)
+
+        def spy_close() -> asyncio.Future[Any] | None:
+            closed_after_stops.append(camera.stops)
+            return close()
+
+        feed.detach(output)
+        output.put = spy_put  # type: ignore[method-assign]
+        output.close = spy_close  # type: ignore[method-assign]
+        feed.attach(output, hold=output.kind == "recording")
+
+        loop = asyncio.get_running_loop()
+        pushed = []
+        for n in range(FRAMES):
+            frame = await loop.run_in_executor(source, camera.push, jpeg(COLOURS[n % len(COLOURS)], (64, 48)))
+            pushed.append(frame.seq)
+            # The output's own pace: each frame is made before the next comes, so
+            # "every frame" is what an output that keeps only the newest gets too.
+            await wait_until(lambda n=n: case.made() >= n + 1, f"{output.kind} made frame {n + 1}")
+        assert [seq for seq, _ in seen] == pushed
+        assert {thread for _, thread in seen} == {f"{SOURCE_THREAD}_0"}
+
+        status = feed.status()
+        assert status[output.kind] == output.status()
+        assert case.status_key in status[output.kind]
+
+        hold.release()
+        done = feed.close()
+        assert done is not None
+        await asyncio.wait_for(done, 20)
+        assert closed_after_stops == [1], "closed once, after the source had stopped"
+        assert case.ended(), f"the {output.kind} output did not finish with the feed"
+        assert case.made() == FRAMES
+    finally:
+        source.shutdown()
+        feed.close()
+        result = case.cleanup()
+        if asyncio.iscoroutine(result):
+            await result
 
 
 @pytest.mark.gen_test(timeout=30)
