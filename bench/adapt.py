@@ -130,48 +130,28 @@ def running_server(args: list[str], logs: Path, host: str | None = None) -> Iter
         server.stop()
 
 
-class Client:
+class Client(link_client.ClientProcess):
     """harness/link_client.py (in ``link``'s namespace, or here pinned to CPU 1), its summary
     on a file, its per-second progress on another; ended by its PID."""
 
     def __init__(self, url: str, seconds: float, warmup: float, logs: Path, link: ShapedLink | None) -> None:
         folder = Path(tempfile.mkdtemp(prefix="client-", dir=logs))
-        self.out_path = folder / "summary.json"
-        self.err_path = folder / "stderr"
-        self.progress_path = folder / "progress.jsonl"
-        cmd = link_client.command(url, "--seconds", str(seconds), "--warmup", str(warmup), "--hello")
-        cmd += ["--progress", str(self.progress_path)]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            if link is not None:
-                self.proc = link.spawn(cmd, cwd=ROOT, stdout=out, stderr=err)
-            else:
-                self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
-                pin(self.proc.pid, CLIENT_CPU)
+        options = ["--seconds", str(seconds), "--warmup", str(warmup), "--hello"]
+        super().__init__(url, options, folder, link.spawn if link is not None else subprocess.Popen)
+        if link is None:
+            pin(self.proc.pid, CLIENT_CPU)
 
     def wait_frames(self, timeout_s: float = 20.0) -> None:
         """Block until the client has written a second with frames in it."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            lines = self.progress_path.read_text().splitlines() if self.progress_path.exists() else []
-            if lines and json.loads(lines[-1])["total_frames"] > 0:
+            lines = self.seconds()
+            if lines and lines[-1]["total_frames"] > 0:
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"client exited: {self.err_path.read_text()[-2000:]}")
             time.sleep(0.1)  # polling the progress file with a deadline
         raise TimeoutError(f"no frames within {timeout_s} s")
-
-    def result(self, timeout_s: float) -> dict[str, Any]:
-        """Its summary, once it ends by itself within ``timeout_s`` (else it is ended)."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout_s)
-        stop_process(self.proc)
-        text = self.out_path.read_text()
-        if not text.strip():
-            raise RuntimeError(f"client printed nothing: {self.err_path.read_text()[-2000:]}")
-        return json.loads(text)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 # -- a: the link -------------------------------------------------------------------------
@@ -184,7 +164,7 @@ def link_runs(args: argparse.Namespace, logs: Path, rows: list[dict[str, Any]]) 
                     url = f"ws://{link.host_address}:{server.port}/ws{query}"
                     client = Client(url, args.warmup + args.seconds, args.warmup, logs, link)
                     try:
-                        summary = client.result(args.warmup + args.seconds + 30)
+                        summary = client.summary(args.warmup + args.seconds + 30)
                     finally:
                         client.stop()
                 variants = summary["variants"]
@@ -239,11 +219,11 @@ def measure_one(
             after, cpu1, t1 = status(server), cpu_s(server.proc.pid), time.monotonic()
         finally:
             client.stop()
-        summary = client.result(5)
+        summary = client.summary(5)
     elapsed = t1 - t0
     encode = encoded = 0.0
-    for label, variant in after.get("variants", {}).items():
-        previous = before.get("variants", {}).get(label, {})
+    for label, variant in after["variants"]["sizes"].items():
+        previous = before["variants"]["sizes"].get(label, {})
         encode += encode_cpu(variant) - encode_cpu(previous)
         encoded += variant.get("frames_encoded", 0) - previous.get("frames_encoded", 0)
     return {
@@ -313,8 +293,8 @@ def fanout_run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         try:
             deadline = time.monotonic() + 60
             while True:
-                variants = status(server).get("variants", {})
-                if any(v.get("subscribers", 0) >= args.viewers for v in variants.values()):
+                variants = status(server)["variants"]["sizes"]
+                if any(v["subscribers"] >= args.viewers for v in variants.values()):
                     break
                 if load.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{args.viewers} viewers did not join: {variants}")

@@ -20,18 +20,21 @@ the newest variant message), for a test or benchmark that polls the client's vie
 ``--frames FILE`` writes every frame record (JSON lines) at the end.  Exit status 0,
 or 1 if it never got a frame.
 
-Importable for its parsing helpers (:func:`summarise`, :class:`Received`) and
-:func:`command`, the command line that runs it; the server's own :func:`handlers.ws.frame_info` and
+Importable for its parsing helpers (:func:`summarise`, :class:`Received`), :func:`command`
+(the command line that runs it) and :class:`ClientProcess` (it running, for a test or
+benchmark that reads its progress and summary); the server's own :func:`handlers.ws.frame_info` and
 :func:`cameras.jpeg.jpeg_size` read each frame.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -51,6 +54,7 @@ from websockets.sync.client import connect  # noqa: E402
 from cameras.jpeg import jpeg_size  # noqa: E402
 from handlers.ws import frame_info  # noqa: E402
 from harness.multipart import PartParser, parse_head  # noqa: E402
+from harness.process import stop_process  # noqa: E402
 from harness.stats import percentile  # noqa: E402
 
 
@@ -58,6 +62,50 @@ def command(url: str, *options: str) -> list[str]:
     """The command line that runs this client on ``url`` with ``options`` (``--seconds``...),
     by this Python, wherever it is started (``ip netns exec``, a CPU pinned with taskset)."""
     return [sys.executable, str(Path(__file__).resolve()), url, *options]
+
+
+class ClientProcess:
+    """This client on ``url`` with ``options`` as a process of its own, started by ``spawn``
+    (``subprocess.Popen``, or a shaped link's ``spawn`` to run it in the namespace): its
+    summary in ``folder/summary.json``, its stderr in ``folder/stderr``, its per-second
+    progress in ``folder/progress.jsonl``; ended by its PID."""
+
+    def __init__(
+        self,
+        url: str,
+        options: Sequence[str],
+        folder: Path,
+        spawn: Callable[..., subprocess.Popen] = subprocess.Popen,
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.out_path = folder / "summary.json"
+        self.err_path = folder / "stderr"
+        self.progress_path = folder / "progress.jsonl"
+        cmd = command(url, *options, "--progress", str(self.progress_path))
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = spawn(cmd, cwd=ROOT, stdout=out, stderr=err)
+
+    def seconds(self) -> list[dict[str, Any]]:
+        """The per-second lines written so far (``--progress``)."""
+        if not self.progress_path.exists():
+            return []
+        lines = self.progress_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def summary(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Its summary: after it ends by itself within ``timeout_s``, or at once (SIGTERM: it
+        prints what it has) when ``timeout_s`` is None.  RuntimeError if it printed none."""
+        if timeout_s is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout_s)
+        stop_process(self.proc)
+        text = self.out_path.read_text()
+        if not text.strip():
+            raise RuntimeError(f"the client printed nothing; stderr: {self.err_path.read_text()[-2000:]}")
+        return json.loads(text)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
 
 
 @dataclass(frozen=True)

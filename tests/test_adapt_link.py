@@ -11,9 +11,7 @@ test with the command and its error (never a skip).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 
 from harness import link_client
 from harness.netns import LinkError, ShapedLink
-from harness.process import ROOT, ServerProcess, stop_process
+from harness.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -60,45 +58,15 @@ def link_server(link: ShapedLink, tmp_path: Path) -> Iterator[ServerProcess]:
         assert " ERROR " not in text, text
 
 
-class Viewer:
+def start_viewer(link: ShapedLink, url: str, seconds: float, folder: Path) -> link_client.ClientProcess:
     """harness/link_client.py running in the namespace, its per-second progress in a file."""
-
-    def __init__(self, link: ShapedLink, url: str, seconds: float, folder: Path) -> None:
-        self.progress_path = folder / "progress.jsonl"
-        self.stderr_path = folder / "client.stderr"
-        self.stdout_path = folder / "client.json"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = link.spawn(
-                link_client.command(
-                    url, "--hello", "--seconds", str(seconds), "--progress", str(self.progress_path)
-                ),
-                cwd=ROOT,
-                stdout=out,
-                stderr=err,
-            )
-
-    def seconds(self) -> list[dict[str, Any]]:
-        """The per-second lines written so far (link_client.py's ``--progress``)."""
-        if not self.progress_path.exists():
-            return []
-        lines = self.progress_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.endswith("}")]
-
-    def finish(self, timeout_s: float | None = None) -> dict[str, Any]:
-        """The client's summary: after it ends by itself within ``timeout_s``, or at once
-        (SIGTERM: it prints what it has) when ``timeout_s`` is None."""
-        if timeout_s is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout_s)
-        stop_process(self.proc)
-        out = self.stdout_path.read_text()
-        if not out.strip():
-            raise AssertionError(f"the client printed nothing; stderr: {self.stderr_path.read_text()}")
-        return json.loads(out)
+    return link_client.ClientProcess(
+        url, ["--hello", "--seconds", str(seconds)], folder / "client", link.spawn
+    )
 
 
 def wait_seconds(
-    viewer: Viewer,
+    viewer: link_client.ClientProcess,
     ok: Callable[[list[dict[str, Any]]], bool],
     timeout_s: float,
     what: str,
@@ -112,7 +80,7 @@ def wait_seconds(
         if ok(lines):
             return lines
         if viewer.proc.poll() is not None:
-            raise AssertionError(f"{what}: the client exited; {viewer.stderr_path.read_text()[-2000:]}")
+            raise AssertionError(f"{what}: the client exited; {viewer.err_path.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             brief = [(x["s"], x["width"], x["fps"], x["age_ms"]) for x in lines[-25:]]
             raise AssertionError(
@@ -147,8 +115,8 @@ def status_clients(server: ServerProcess) -> str:
 
 def test_full_size_viewer_on_2_mbit_stays_640_wide_and_slow(link, link_server, tmp_path):
     url = f"ws://{link.host_address}:{link_server.port}/ws?adapt=0"
-    viewer = Viewer(link, url, seconds=8, folder=tmp_path)
-    summary = viewer.finish(timeout_s=30)
+    client = start_viewer(link, url, seconds=8, folder=tmp_path)
+    summary = client.summary(timeout_s=30)
     assert summary["error"] is None, summary
     late = [x for x in summary["timeline"] if x["s"] >= 2]  # after the first (buffered) seconds
     assert late, summary
@@ -161,7 +129,7 @@ def test_full_size_viewer_on_2_mbit_stays_640_wide_and_slow(link, link_server, t
 
 def test_adaptive_viewer_steps_down_on_2_mbit_and_back_up_at_100_mbit(link, link_server, tmp_path):
     url = f"ws://{link.host_address}:{link_server.port}/ws"
-    viewer = Viewer(link, url, seconds=75, folder=tmp_path)
+    viewer = start_viewer(link, url, seconds=75, folder=tmp_path)
 
     def context() -> str:
         return status_clients(link_server)
@@ -200,7 +168,7 @@ def test_adaptive_viewer_steps_down_on_2_mbit_and_back_up_at_100_mbit(link, link
         )
         clients = context()
     finally:
-        summary = viewer.finish()
+        summary = viewer.summary()
 
     # The text messages told the viewer what happened to it.
     variants = summary["variants"]
