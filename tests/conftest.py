@@ -15,10 +15,10 @@ import pytest
 
 import server
 from feed import FrameFeed
-from outputs.variants import Variants
 from harness.browsers import ENGINES, VIEWPORT, BrowserError, launch
 from harness.colours import write_colour_frames
 from harness.process import ROOT, ServerProcess
+from outputs.variants import Variants
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """An origin and an edge through a real nats-server (bus.py, cameras/nats.py,
-outputs/publisher.py): the edge's viewers get the origin's frames unchanged and in order, the origin's camera runs
-only while an edge (or a local viewer) wants it, and a restarted nats-server heals
-by itself; bad bus URLs are one line and exit 2."""
+outputs/publisher.py): the edge's viewers get the origin's frames unchanged and
+in order, the origin's camera runs only while an edge (or a local viewer) wants
+it, and a restarted nats-server heals by itself; bad bus URLs are one line and
+exit 2."""
 
 from __future__ import annotations
 

@@ -37,9 +37,13 @@ CAMERAS = {"red": 0, "green": 1, "blue": 2}
 
 
 def colour_folder(folder: Path, colour: tuple[int, int, int], size: tuple[int, int] = (160, 120)) -> Path:
+    """Two frames of ``colour``, a shade apart (the same colour to :func:`colour_of`):
+    the feed sends a picture identical to the last one only as its once-a-second
+    keep-alive, so two equal files would stream at 1 fps, not at the camera's rate."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(2):
-        (folder / f"{i}.jpg").write_bytes(jpeg(colour, size))
+        shade = tuple(c - 8 * i if c > 127 else c + 8 * i for c in colour)
+        (folder / f"{i}.jpg").write_bytes(jpeg(shade, size))  # type: ignore[arg-type]
     return folder
 
 

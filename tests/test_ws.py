@@ -31,7 +31,6 @@ from tornado.testing import bind_unused_port
 
 import server
 from feed import FrameFeed
-from outputs.variants import Variants
 from frame import Frame
 from handlers.cors import normalize_origin
 from handlers.ws import (
@@ -43,6 +42,7 @@ from handlers.ws import (
     ws_message,
 )
 from harness.colours import COLOURS, jpeg, nearest_colour
+from outputs.variants import Variants
 from tests.fakes import FakeCamera, ManualClock
 
 ALLOWED = "http://good.example"
