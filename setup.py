@@ -68,6 +68,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-tornado==0.8.1",
+            "pytest-xdist>=3.6",  # scripts/test.sh runs the suite on several workers (-n)
             # pytest-tornado 0.8.1 imports pkg_resources, which setuptools 81 removed.
             "setuptools<81",
             "wheel",  # tests/test_install.py builds a wheel without build isolation (no network)

@@ -36,6 +36,7 @@ import io
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -585,31 +586,59 @@ class FirefoxPage(ScriptPage):
 
 # -- WebKitGTK through WebKitWebDriver and Selenium ----------------------------------
 class Xvfb:
-    """An X display of its own (``:N``, the first free one from 90 up), for MiniBrowser."""
+    """An X display of its own (``:N``, the first free one from 90 up), for MiniBrowser.
+
+    Several test processes start displays at once (pytest-xdist's workers): a number
+    that looked free may be taken a moment later, so the display is ours only once our
+    own Xvfb says so (``-displayfd``: it writes the number when it accepts clients; one
+    that finds the number taken exits instead, and the next number is tried)."""
 
     def __init__(self, size: tuple[int, int] = (1920, 1200)) -> None:
         if not os.path.exists(XVFB):
             raise BrowserError(f"{XVFB} is missing: run scripts/test.sh, which installs xvfb")
         for number in range(90, 190):
-            if not os.path.exists(f"/tmp/.X{number}-lock") and not os.path.exists(
-                f"/tmp/.X11-unix/X{number}"
-            ):
-                break
-        else:
-            raise BrowserError("no free X display number")
-        self.display = f":{number}"
-        socket_path = f"/tmp/.X11-unix/X{number}"
-        self.proc = subprocess.Popen(
-            [XVFB, self.display, "-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not os.path.exists(socket_path):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                stop_process(self.proc)
-                raise BrowserError(f"Xvfb {self.display} did not start (exit status {self.proc.returncode})")
-            time.sleep(0.02)  # polling for its socket with a deadline
+            if os.path.exists(f"/tmp/.X{number}-lock") or os.path.exists(f"/tmp/.X11-unix/X{number}"):
+                continue
+            proc = self._start(number, size)
+            if proc is not None:
+                self.display = f":{number}"
+                self.proc = proc
+                return
+        raise BrowserError("no free X display number")
+
+    @staticmethod
+    def _start(number: int, size: tuple[int, int], timeout_s: float = 10.0) -> subprocess.Popen | None:
+        """Xvfb on ``:number``, once it accepts clients; None if it exited (taken)."""
+        read_end, write_end = os.pipe()
+        screen = ["-screen", "0", f"{size[0]}x{size[1]}x24", "-nolisten", "tcp"]
+        try:
+            proc = subprocess.Popen(
+                [XVFB, f":{number}", "-displayfd", str(write_end), *screen],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(write_end,),
+            )
+        finally:
+            os.close(write_end)
+        try:
+            said = b""
+            deadline = time.monotonic() + timeout_s
+            while not said.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stop_process(proc)
+                    raise BrowserError(f"Xvfb :{number} did not start within {timeout_s} s")
+                if select.select([read_end], [], [], left)[0]:
+                    chunk = os.read(read_end, 64)
+                    if not chunk:
+                        break  # it exited without a word: the number is taken
+                    said += chunk
+        finally:
+            os.close(read_end)
+        if said.strip() == str(number).encode():
+            return proc
+        stop_process(proc)
+        return None
 
     def close(self) -> None:
         stop_process(self.proc)
@@ -636,6 +665,13 @@ class WebKit:
         self.xvfb.close()
 
 
+#: Deadlines of a request to WebKitWebDriver, in seconds: a new session (a MiniBrowser
+#: starting; about a second), and any other (a page load's own limit is 30 s, a
+#: script's is its timeout, which :meth:`WebKitPage.call` adds to this).
+WEBKIT_SESSION_TIMEOUT_S = 30
+WEBKIT_REQUEST_TIMEOUT_S = 60
+
+
 class WebKitPage(ScriptPage):
     """A MiniBrowser window whose viewport is ``viewport`` CSS pixels."""
 
@@ -649,17 +685,28 @@ class WebKitPage(ScriptPage):
 
         options = Options()
         # The driver's process started here (Service), then a plain remote session to it:
-        # selenium's WebKitGTK class warns of its own deprecated call.
-        self._service = Service(executable_path=WEBKIT_DRIVER, env={**os.environ, "DISPLAY": display})
-        self._service.start()
-        try:
-            connection = RemoteConnection(
-                client_config=ClientConfig(remote_server_addr=self._service.service_url)
+        # selenium's WebKitGTK class warns of its own deprecated call.  Every request to
+        # the driver has a deadline (none by default: a MiniBrowser that died starting
+        # left its driver, and the test, waiting for ever); one session that does not
+        # start in time is tried once more, with a driver of its own, then BrowserError.
+        for attempt in (1, 2):
+            self._service = Service(executable_path=WEBKIT_DRIVER, env={**os.environ, "DISPLAY": display})
+            self._service.start()
+            self._config = ClientConfig(
+                remote_server_addr=self._service.service_url, timeout=WEBKIT_SESSION_TIMEOUT_S
             )
-            self.driver = webdriver.Remote(command_executor=connection, options=options)
-        except BaseException:
-            self._service.stop()
-            raise
+            try:
+                connection = RemoteConnection(client_config=self._config)
+                self.driver = webdriver.Remote(command_executor=connection, options=options)
+                break
+            except Exception as exc:
+                self._service.stop()
+                if attempt == 2:
+                    raise BrowserError(f"WebKitWebDriver started no session: {exc!r}") from exc
+            except BaseException:
+                self._service.stop()
+                raise
+        self._config.timeout = WEBKIT_REQUEST_TIMEOUT_S
         try:
             self.driver.set_script_timeout(120)
             self.driver.set_page_load_timeout(30)
@@ -700,9 +747,12 @@ class WebKitPage(ScriptPage):
         )
         try:
             self.driver.set_script_timeout(timeout_s)
+            self._config.timeout = max(WEBKIT_REQUEST_TIMEOUT_S, timeout_s + 30)
             result = self.driver.execute_async_script(wrapper, arg_json)
         except WebDriverException as exc:
             raise BrowserError(f"WebKitWebDriver: {exc.msg}") from exc
+        finally:
+            self._config.timeout = WEBKIT_REQUEST_TIMEOUT_S
         if result is None or "error" in result:
             raise BrowserError(f"the page's script threw: {result and result['error']}")
         return result["json"]

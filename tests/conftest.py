@@ -4,10 +4,13 @@ process, and real browsers of three engines; the processes themselves are harnes
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,16 +128,39 @@ def start_server(tmp_path: Path) -> Iterator:
 
 
 # -- real browsers of three engines -------------------------------------------------
-@pytest.fixture(scope="module", params=ENGINES)
-def browser(request: pytest.FixtureRequest) -> Iterator:
-    """One browser per engine per test module (harness/browsers.py): Chromium under
-    Playwright, firefox-esr over WebDriver BiDi, WebKitGTK under Xvfb.  Module
-    scope, not session: Playwright's sync API keeps an event loop marked running
-    while it lives, which would stop pytest-tornado's loop in the modules that follow."""
+def start_browser(engine: str):
     try:
-        started = launch(request.param)
+        return launch(engine)
     except BrowserError as exc:
-        pytest.fail(f"{request.param}: {exc}")
+        pytest.fail(f"{engine}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def kept_browsers() -> Iterator[dict]:
+    """Firefox and WebKit (its Xvfb display), each started at its first use and kept
+    until the session ends: a firefox-esr takes seconds of CPU to start, once per
+    session (per pytest-xdist worker), not once per module.  Every page is still new:
+    a user context of its own in Firefox, a driver session (a MiniBrowser) in WebKit."""
+    kept: dict = {}
+    yield kept
+    for started in kept.values():
+        started.close()
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def browser(request: pytest.FixtureRequest, kept_browsers: dict) -> Iterator:
+    """One browser per engine (harness/browsers.py): Chromium under Playwright,
+    firefox-esr over WebDriver BiDi, WebKitGTK under Xvfb.  Chromium is one per
+    test module, not per session: Playwright's sync API keeps an event loop marked
+    running while it lives, which would stop pytest-tornado's loop in the modules
+    that follow.  The other two are kept for the session (:func:`kept_browsers`)."""
+    engine = request.param
+    if engine != "chromium":
+        if engine not in kept_browsers:
+            kept_browsers[engine] = start_browser(engine)
+        yield kept_browsers[engine]
+        return
+    started = start_browser(engine)
     try:
         yield started
     finally:
@@ -175,3 +201,99 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI") and skipped and exitstatus == 0:
         reporter.write_line(f"error: {len(skipped)} test(s) skipped; in CI every test must run", red=True)
         session.exitstatus = 1
+
+
+# -- sharing the machine with pytest-xdist's other workers ---------------------------
+# scripts/test.sh runs the suite on several workers (pytest-xdist).  A test marked
+# ``alone`` measures rates or times on this machine (frames per second, a pace, a
+# deadline of a second or so), or reads what other tests change on it (its network
+# interfaces): it runs while no other test of the run does.  Every test holds a lock
+# of the run from its setup to its teardown, shared, and an ``alone`` test holds it
+# exclusively.  A lock, not a pause: nothing waits a fixed time.
+# On a worker the ``alone`` tests come last, so that they mostly run one after the
+# other at the end (a worker keeps the lock from one to the next), rather than each
+# stopping every worker in the middle of the run.
+MACHINE_FOLDER = pytest.StashKey[str]()
+MACHINE_LOCK = pytest.StashKey["MachineLock"]()
+WORKER_INPUT = "camstream_machine_lock"
+
+
+def alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
+class MachineLock:
+    """A readers-writer lock between the processes of one run: ``flock`` of two files in
+    ``folder``.  Writers first: every taker passes the gate (held a moment), and a
+    writer keeps it while it waits for the readers to finish, so no new reader starts."""
+
+    def __init__(self, folder: Path) -> None:
+        self._gate = open(folder / "gate", "a")  # noqa: SIM115 - open while the worker runs
+        self._machine = open(folder / "machine", "a")  # noqa: SIM115
+        #: How this process holds it now: None, "shared" or "exclusive".
+        self.held: str | None = None
+
+    def acquire(self, exclusive: bool) -> None:
+        wanted = "exclusive" if exclusive else "shared"
+        if self.held == wanted:
+            return
+        self.release()
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._machine, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            self.held = wanted
+        finally:
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        if self.held is not None:
+            fcntl.flock(self._machine, fcntl.LOCK_UN)
+            self.held = None
+
+    def close(self) -> None:
+        self.release()
+        self._gate.close()
+        self._machine.close()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """(pytest-xdist's controller, for each worker it starts) The folder of the run's lock."""
+    stash = node.config.stash
+    if MACHINE_FOLDER not in stash:
+        stash[MACHINE_FOLDER] = tempfile.mkdtemp(prefix="camstream-tests-")
+    node.workerinput[WORKER_INPUT] = stash[MACHINE_FOLDER]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    folder = getattr(config, "workerinput", {}).get(WORKER_INPUT)
+    if folder:  # a worker of pytest-xdist: a run of one process needs no lock
+        config.stash[MACHINE_LOCK] = MachineLock(Path(folder))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if MACHINE_LOCK in config.stash:
+        config.stash[MACHINE_LOCK].close()
+    if MACHINE_FOLDER in config.stash:
+        shutil.rmtree(config.stash[MACHINE_FOLDER], ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a worker (every worker collects the same list): the ``alone`` tests last, each
+    part in its order (trylast: after pytest has ordered them by their fixtures)."""
+    if MACHINE_LOCK in config.stash:
+        items[:] = [i for i in items if not alone(i)] + [i for i in items if alone(i)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    lock = item.config.stash.get(MACHINE_LOCK, None)
+    if lock is None:
+        return (yield)
+    lock.acquire(exclusive=alone(item))
+    try:
+        return (yield)
+    finally:
+        if not (alone(item) and alone(nextitem)):
+            lock.release()

@@ -278,6 +278,7 @@ def test_the_origins_camera_runs_while_a_viewer_of_either_edge_wants_it(cluster)
     assert status(cluster.origin)["publishing"]["edges"] == {}
 
 
+@pytest.mark.alone  # no frame later than 1 s
 def test_killing_one_edge_does_not_disturb_the_other(cluster):
     viewers = [MjpegReader(cluster.nginx.port), MjpegReader(cluster.nginx.port)]
     doomed, survivor = cluster.edges

@@ -85,6 +85,7 @@ def assert_full_screen_and_quiet(page, fit: str) -> None:
     assert layout["text"] == "", f"text on a working kiosk: {layout['text']!r}"
 
 
+@pytest.mark.alone  # 15 new frames in each second
 @pytest.mark.parametrize("fit", ["contain", "cover"])
 def test_kiosk_fills_the_screen_and_keeps_animating(start_server, page, fit):
     proc = start_server(*CAMERA)
@@ -126,6 +127,7 @@ def restart_and_recover(proc, page, per_second: int) -> None:
     assert_animates(page, seconds=2, per_second=per_second)
 
 
+@pytest.mark.alone  # 15 new frames in each second, within 10 s of the restart
 def test_kiosk_recovers_after_a_server_restart(start_server, page):
     proc = start_server(*CAMERA)
     page.goto(proc.url + "kiosk")

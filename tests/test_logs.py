@@ -70,6 +70,7 @@ def test_logging_to_a_stuck_sink_returns_at_once_and_counts_what_it_drops(stuck)
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # no frame later than 0.5 s
 def test_a_server_whose_log_nobody_reads_keeps_streaming(frames_dir: Path):
     """Standard error is a pipe nobody reads (a stalled terminal, a journal that
     lags): once its 64 KB are full, writing a log line would block.  Viewers and

@@ -31,6 +31,7 @@ async def wait_until(predicate, timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.alone  # every one of 30 frames a second read, none skipped
 @pytest.mark.gen_test(timeout=20)
 async def test_stream_headers_and_parts(port, feed):
     stream, response, parser = await open_stream(port)

@@ -264,6 +264,7 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[st
 
 
 # -- the tests ------------------------------------------------------------------
+@pytest.mark.alone  # the pace of the clock against the test's own
 def test_list_then_play_at_the_recorded_pace(servers: Servers, page) -> None:
     segment = servers.segment
     names = [s["name"] for s in servers.plain.listing()]
@@ -505,6 +506,7 @@ def test_download(servers: Servers, page) -> None:
     assert status == 206 and body == on_disk[-100:]
 
 
+@pytest.mark.alone  # played within the 1.5 s left before the segment ends
 def test_the_segment_being_written_plays(servers: Servers, page) -> None:
     recorder = servers.plain
 

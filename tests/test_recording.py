@@ -81,6 +81,7 @@ def assert_recorded_as_taken(path: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # frames 1/FPS apart, to 50 ms
 def test_records_without_viewers_in_playable_segments(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     folder = tmp_path / "rec"
@@ -105,6 +106,7 @@ def test_records_without_viewers_in_playable_segments(tmp_path: Path, start_serv
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # frames 1/FPS apart, to 50 ms
 def test_a_crash_loses_at_most_the_last_second(tmp_path: Path, start_server) -> None:
     frames = write_colour_frames(tmp_path / "frames")
     folder = tmp_path / "rec"

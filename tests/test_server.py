@@ -164,6 +164,7 @@ def _global_addresses(family: str) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # the machine's addresses: test_adapt_link's links come and go
 def test_listening_on_every_interface_prints_the_addresses_people_can_open(tmp_path):
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as out:

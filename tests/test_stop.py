@@ -120,6 +120,7 @@ async def test_the_feed_stops_a_camera_off_the_loop_and_restarts_it_after_the_st
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # no frame later than 0.5 s
 def test_a_camera_hanging_on_release_does_not_stall_another_cameras_viewer(start_server, frames_dir: Path):
     """The measured bug: camera b (the fake picamera2, told to hang 3.5 s on
     release, which the old stop spent blocking the loop) idles out while a viewer

@@ -127,6 +127,7 @@ async def test_an_mjpeg_stream_of_a_variant(port):
 
 
 # -- one encode per frame, and only while watched -------------------------------------
+@pytest.mark.alone  # the encoder keeps up with the camera, to 3 frames in 2 s
 @pytest.mark.gen_test(timeout=60)
 async def test_one_encode_per_frame_for_all_the_viewers_of_a_variant(port, feed, variants):
     viewers = [await connect(port, "?width=320&adapt=0") for _ in range(30)]

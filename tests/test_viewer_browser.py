@@ -82,6 +82,7 @@ def page_rate(page, seconds: float) -> float:
     )
 
 
+@pytest.mark.alone  # 20 of the camera's 30 fps drawn, frames shown within 250 ms
 def test_viewer_draws_the_live_picture_at_the_camera_rate(start_server, page, engine):
     proc = start_server(*CAMERA)
     page.add_init_script(COUNT_BITMAPS)

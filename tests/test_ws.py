@@ -189,6 +189,7 @@ def test_a_bad_origin_in_the_environment_is_refused(capsys):
 
 
 # -- the real application -----------------------------------------------------
+@pytest.mark.alone  # every one of 30 frames a second read, none skipped
 @pytest.mark.gen_test(timeout=20)
 async def test_hello_then_one_binary_message_per_frame_equal_to_the_frames(port, feed, frames_dir):
     originals = {p.read_bytes() for p in frames_dir.glob("*.jpg")}
