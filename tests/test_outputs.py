@@ -76,6 +76,9 @@ async def publishing_case(feed: FrameFeed, tmp_path: Path) -> Case:
         received.append(int(msg.headers["Camstream-Seq"]))
 
     await client.subscribe(f"camstream.{feed.name}.frames", cb=got)
+    # The server has the subscription before the publisher's first frame (a
+    # PUB on the other connection could otherwise overtake the SUB).
+    await client.flush()
     publisher = Publisher(feed, [server.url])
     publisher.start()
     await wait_until(lambda: publisher.bus.connected, "the publisher connected")
