@@ -20,6 +20,7 @@ import fcntl
 import importlib.metadata
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
@@ -367,16 +368,34 @@ async def open_server(
     return feeds, recorders, sockets, tls
 
 
+#: What a second SIGINT or SIGTERM writes to standard error (in the log's words) as it ends the process.
+HARD_EXIT_NOTE = b"WARNING camstream: second signal: exiting at once\n"
+
+
+def _write_stderr_if_ready(data: bytes) -> None:
+    """Write ``data`` to file descriptor 2 if that will not block (a full pipe, a
+    stalled terminal: then nothing is written), with no lock taken: safe in a
+    signal handler.  Never raises."""
+    with contextlib.suppress(OSError, ValueError):
+        if select.select([], [2], [], 0)[1]:
+            os.write(2, data)
+
+
 def stop_on_signals() -> asyncio.Event:
     """An event set by the first SIGINT or SIGTERM (on the running loop); a second
-    one ends the process at once, even while the shutdown is blocked."""
+    one ends the process at once with status 1, even while the shutdown is
+    blocked or the main thread holds a lock (a log call's): its handler writes
+    :data:`HARD_EXIT_NOTE` straight to standard error (unless that would block)
+    and calls ``os._exit``, taking no lock.  Call on the loop's thread."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def hard_exit(signum: int, frame: object) -> None:
         # A plain signal handler, not the loop's: it runs even while the shutdown
-        # is blocked (a camera that will not let go), between two bytecodes.
-        log.warning("second signal: exiting at once")  # queued: written if the writer gets to it
+        # is blocked (a camera that will not let go), between two bytecodes of
+        # whatever the main thread was doing, which may hold a lock (the log
+        # queue's, inside log.info): so it takes none, no logging.
+        _write_stderr_if_ready(HARD_EXIT_NOTE)
         os._exit(1)
 
     def signalled() -> None:
