@@ -14,8 +14,11 @@ Each frame is one NATS message: the JPEG bytes as the payload, and headers
 ``Camstream-Seq`` (the origin's seq), ``Camstream-Time`` (capture time, Unix
 seconds), ``Camstream-Width``, ``Camstream-Height`` and ``Camstream-Live``
 (``1``, or ``0`` for the origin's "no signal" picture) (:func:`frame_headers`).
-NATS delivers at most once and cuts off a consumer that falls far behind
-instead of buffering for it.
+Anyone allowed to publish on the subject can send anything there, so an edge
+checks every message before it becomes a frame
+(:func:`cameras.nats.check_message`), and NATS permissions can keep the
+subjects to the origins and edges (the README).  NATS delivers at most once
+and cuts off a consumer that falls far behind instead of buffering for it.
 
 This module is what the publisher and the subscriber share: the connection
 (:class:`BusThread`: all NATS work on a thread of its own with its own
@@ -122,7 +125,8 @@ def interest_subject(prefix: str, camera: str) -> str:
 
 
 def frame_headers(frame: Frame) -> dict[str, str]:
-    """The headers of ``frame``'s message (see the module)."""
+    """The headers of ``frame``'s message (see the module); an edge takes a message
+    only with these values in range (:func:`cameras.nats.check_message`)."""
     return {
         "Camstream-Seq": str(frame.seq),
         "Camstream-Time": f"{frame.timestamp:.6f}",

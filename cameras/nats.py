@@ -7,6 +7,13 @@ subscription holds a few frames at most (:data:`PENDING_FRAMES`) and the
 source keeps only the newest, so an edge that falls behind drops frames,
 never builds a backlog.  All its NATS work runs on the bus's thread, never on
 the IOLoop.
+
+The bus is input like any other: whoever may publish on the subject can send
+anything, so every message is checked (:func:`check_message`, a pure
+function) before it becomes a frame.  One that fails is dropped and counted
+by reason (``frames_rejected`` in ``/status``'s ``"bus"``,
+``camstream_frames_rejected_total`` in ``/metrics``), with one WARNING a
+minute at most (:class:`Rejections`); the next good message is shown as usual.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bus import (
@@ -33,7 +42,9 @@ from bus import (
     shown,
 )
 from cameras.base import Camera, CameraConfig
+from cameras.jpeg import SOI, jpeg_size
 from cameras.nosignal import no_signal_frame
+from cameras.relay import MAX_PART_BYTES
 from frame import CameraError, Frame
 
 log = logging.getLogger(__name__)
@@ -44,6 +55,179 @@ PENDING_FRAMES = 4
 SILENCE_S = 2.0
 #: An edge's bus latency (capture to arrival) is told over this many frames.
 LATENCY_FRAMES = 1000
+
+# -- what a bus message must be -------------------------------------------------------
+#: The largest frame an edge takes from the bus, bytes: the limit of a relayed frame.
+MAX_FRAME_BYTES = MAX_PART_BYTES
+#: The largest width or height: JPEG's limit (as :data:`outputs.sizes.MAX_WIDTH`).
+MAX_SIDE = 65535
+#: The largest ``Camstream-Seq`` (a 64-bit signed counter).
+MAX_SEQ = 2**63 - 1
+#: A capture time further than this from the edge's clock is refused, seconds.
+MAX_CLOCK_SKEW_S = 86400.0
+EOI = b"\xff\xd9"
+#: Bytes a camera may leave after a JPEG's EOI (line ends, NULs), and how many at most.
+EOI_PADDING = b"\r\n\x00 "
+MAX_EOI_PADDING = 32
+#: Dropped bus messages are told in one WARNING at most this often, seconds.
+REJECT_WARN_EVERY_S = 60.0
+
+# Why a bus message was dropped: the keys of ``frames_rejected_by_reason`` in
+# ``/status`` and the ``reason`` label of ``camstream_frames_rejected_total``.
+EMPTY = "empty"
+TOO_LARGE = "too_large"
+NO_SOI = "no_soi"
+NO_EOI = "no_eoi"
+NO_SOF = "no_sof"
+BAD_TIME = "bad_time"
+BAD_SIZE = "bad_size"
+SIZE_MISMATCH = "size_mismatch"
+BAD_SEQ = "bad_seq"
+BAD_LIVE = "bad_live"
+#: Each reason, for people (the WARNING).
+REASONS = {
+    EMPTY: "an empty message",
+    TOO_LARGE: f"larger than {MAX_FRAME_BYTES} bytes",
+    NO_SOI: "not a JPEG (no SOI)",
+    NO_EOI: "a JPEG cut short (no EOI)",
+    NO_SOF: "a JPEG without a picture size (no SOF before SOS)",
+    BAD_TIME: f"Camstream-Time not a finite Unix time within {MAX_CLOCK_SKEW_S:g} s of now",
+    BAD_SIZE: f"Camstream-Width or Camstream-Height not a whole number from 1 to {MAX_SIDE}",
+    SIZE_MISMATCH: "Camstream-Width and Camstream-Height not the JPEG's size",
+    BAD_SEQ: f"Camstream-Seq not a whole number from 0 to {MAX_SEQ}",
+    BAD_LIVE: "Camstream-Live not 0 or 1",
+}
+
+
+class RejectedMessage(ValueError):
+    """A bus message that is not a frame; ``reason`` is a key of :data:`REASONS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(REASONS[reason])
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckedMessage:
+    """What a checked bus message says of its frame (the JPEG is the payload).
+
+    ``timestamp``: capture time, Unix seconds (the arrival time if the message
+    gave none; then ``timed`` is False and it is no latency sample)."""
+
+    timestamp: float
+    width: int
+    height: int
+    live: bool
+    timed: bool
+
+
+def _whole(text: str, largest: int, smallest: int = 0) -> int | None:
+    """``text`` as a whole number from ``smallest`` to ``largest`` (ASCII digits
+    only: no sign, space or underscore), else None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(largest)):
+        return None
+    value = int(text)
+    return value if smallest <= value <= largest else None
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    if data.endswith(EOI):
+        return True
+    tail = data[-(MAX_EOI_PADDING + len(EOI)) :]
+    return tail.rstrip(EOI_PADDING).endswith(EOI)
+
+
+def check_message(data: bytes, headers: Mapping[str, str] | None, now: float) -> CheckedMessage:
+    """Check one bus message (payload and headers, as :func:`bus.frame_headers`
+    makes them) received at ``now`` (Unix seconds); return what it says of its frame.
+
+    The payload must be a JPEG of at most :data:`MAX_FRAME_BYTES`: SOI first,
+    a start-of-frame header (the picture size) before the picture data, and
+    EOI last (a few bytes of padding after it, :data:`EOI_PADDING`, are
+    allowed, as some cameras send them).  Each header is optional, but when
+    present must hold what an origin sends: ``Camstream-Time`` a finite time
+    within :data:`MAX_CLOCK_SKEW_S` of ``now``; ``Camstream-Width`` and
+    ``Camstream-Height`` whole numbers from 1 to :data:`MAX_SIDE`, equal to the
+    JPEG's own size; ``Camstream-Seq`` a whole number from 0 to :data:`MAX_SEQ`;
+    ``Camstream-Live`` ``0`` or ``1``.  A message without headers (a valid JPEG
+    published by another tool) is a live frame captured on arrival, at the
+    JPEG's own size.  Other headers are ignored.
+
+    Pure: any thread, microseconds (the JPEG's headers are walked, its picture
+    is not decoded).  Raises :class:`RejectedMessage` with the first reason
+    found, checked in the order of :data:`REASONS`."""
+    if not data:
+        raise RejectedMessage(EMPTY)
+    if len(data) > MAX_FRAME_BYTES:
+        raise RejectedMessage(TOO_LARGE)
+    if not data.startswith(SOI):
+        raise RejectedMessage(NO_SOI)
+    if not _ends_with_eoi(data):
+        raise RejectedMessage(NO_EOI)
+    size = jpeg_size(data)
+    if size is None:
+        raise RejectedMessage(NO_SOF)
+    headers = headers or {}
+    timestamp, timed = now, False
+    if "Camstream-Time" in headers:
+        try:
+            timestamp = float(headers["Camstream-Time"])
+        except ValueError:
+            raise RejectedMessage(BAD_TIME) from None
+        if not math.isfinite(timestamp) or abs(timestamp - now) > MAX_CLOCK_SKEW_S:
+            raise RejectedMessage(BAD_TIME)
+        timed = True
+    width, height = size
+    if "Camstream-Width" in headers or "Camstream-Height" in headers:
+        said = (
+            _whole(headers.get("Camstream-Width", str(width)), MAX_SIDE, 1),
+            _whole(headers.get("Camstream-Height", str(height)), MAX_SIDE, 1),
+        )
+        if None in said:
+            raise RejectedMessage(BAD_SIZE)
+        if said != size:
+            raise RejectedMessage(SIZE_MISMATCH)
+    if "Camstream-Seq" in headers and _whole(headers["Camstream-Seq"], MAX_SEQ) is None:
+        raise RejectedMessage(BAD_SEQ)
+    live = headers.get("Camstream-Live", "1")
+    if live not in ("0", "1"):
+        raise RejectedMessage(BAD_LIVE)
+    return CheckedMessage(timestamp, width, height, live == "1", timed)
+
+
+class Rejections:
+    """The bus messages an edge dropped, by reason, and when to say so.
+
+    :meth:`add` is called on the bus's thread; :meth:`by_reason` and
+    :attr:`total` may be read from any other (the counts of a fixed set of
+    keys, changed in place: a read never sees the dictionary change size)."""
+
+    def __init__(self, every_s: float = REJECT_WARN_EVERY_S) -> None:
+        self.every_s = every_s
+        self.total = 0
+        self._counts = dict.fromkeys(REASONS, 0)
+        self._warned_at: float | None = None
+        self._since_warning = 0
+
+    def add(self, reason: str, now: float) -> str | None:
+        """Count one message dropped for ``reason`` at ``now`` (monotonic seconds);
+        return the WARNING's text if one is due (the first drop, then at most one
+        every ``every_s``), else None."""
+        self.total += 1
+        self._counts[reason] += 1
+        self._since_warning += 1
+        if self._warned_at is not None and now - self._warned_at < self.every_s:
+            return None
+        if self._warned_at is None:
+            tail = f"counted as frames_rejected in /status; said at most once every {self.every_s:g} s"
+        else:
+            tail = f"{self._since_warning} dropped in the last {now - self._warned_at:.0f} s"
+        self._warned_at, self._since_warning = now, 0
+        return f"dropped a bus message: {REASONS[reason]}; {tail}"
+
+    def by_reason(self) -> dict[str, int]:
+        """The drops so far by reason (every reason, zeros too)."""
+        return dict(self._counts)
 
 
 class NatsCamera(Camera):
@@ -88,6 +272,8 @@ class NatsCamera(Camera):
         self._running = False
         self._last_frame_at = 0.0
         self.frames_received = 0
+        #: Bus messages dropped for failing :func:`check_message`, ever.
+        self.rejections = Rejections()
         #: Frames and reconnections of the connections of earlier runs (a connection per run).
         self.frames_dropped = 0
         self.reconnects = 0
@@ -149,7 +335,10 @@ class NatsCamera(Camera):
         return f"no frame from the origin's camera {self.url.camera} on {shown(self.url.server)}"
 
     def status(self) -> dict[str, Any]:
-        """The subscription's figures: ``/status``'s ``"bus"`` (and ``/metrics``)."""
+        """The subscription's figures: ``/status``'s ``"bus"`` (and ``/metrics``):
+        ``frames_received`` counts the messages taken as frames, ``frames_rejected``
+        those dropped by :func:`check_message` (by reason in
+        ``frames_rejected_by_reason``, every reason of :data:`REASONS`).  Any thread."""
         bus = self.bus
         return {
             "bus": {
@@ -159,6 +348,8 @@ class NatsCamera(Camera):
                 "connected": bool(bus and bus.connected),
                 "error": bus.error if bus else None,
                 "frames_received": self.frames_received,
+                "frames_rejected": self.rejections.total,
+                "frames_rejected_by_reason": self.rejections.by_reason(),
                 "frames_dropped": self.frames_dropped + (bus.dropped if bus else 0),
                 "bus_reconnects": self.reconnects + (bus.reconnects if bus else 0),
                 "latency_ms": self.latency_ms(),
@@ -167,8 +358,10 @@ class NatsCamera(Camera):
 
     def latency_ms(self) -> dict[str, float] | None:
         """p50 and p99 of capture (the origin's clock) to arrival here, milliseconds,
-        over the last :data:`LATENCY_FRAMES` frames; None before any.  Across
-        machines it includes their clocks' difference."""
+        over the last :data:`LATENCY_FRAMES` live frames that gave their capture
+        time; None before any.  Only checked times are samples (finite, within
+        :data:`MAX_CLOCK_SKEW_S`), so the figures are finite.  Across machines it
+        includes their clocks' difference."""
         samples = sorted(self._latency)
         if not samples:
             return None
@@ -227,22 +420,26 @@ class NatsCamera(Camera):
             log.debug("%s: cannot say it is wanted: %s", self.config.name, exc)
 
     async def _message(self, msg: Any) -> None:
-        headers = msg.headers or {}
-        try:
-            timestamp = float(headers.get("Camstream-Time", time.time()))
-            width = int(headers.get("Camstream-Width", 0))
-            height = int(headers.get("Camstream-Height", 0))
-        except ValueError:
-            return
-        live = headers.get("Camstream-Live", "1") != "0"
         if not self._running:
             return
-        if live:
-            self._latency.append(time.time() - timestamp)
+        arrived = time.time()
+        data = bytes(msg.data)
+        try:
+            checked = check_message(data, msg.headers, arrived)
+        except RejectedMessage as exc:
+            warning = self.rejections.add(exc.reason, time.monotonic())
+            if warning is not None:
+                log.warning("%s: %s", self.config.name, warning)
+            else:
+                log.debug("%s: dropped a bus message: %s", self.config.name, exc)
+            return
+        if checked.live and checked.timed:
+            self._latency.append(arrived - checked.timestamp)
         self._seq += 1
         self._last_frame_at = time.monotonic()
         self.frames_received += 1
         if not self._online_seen:
             self._online_seen = True
             log.info("%s camera: frames from %s", self.config.name, shown(self.url.server))
-        self._publish_frame(Frame(bytes(msg.data), self._seq, timestamp, width, height, live))
+        frame = Frame(data, self._seq, checked.timestamp, checked.width, checked.height, checked.live)
+        self._publish_frame(frame)

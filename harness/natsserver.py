@@ -15,11 +15,17 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 class NatsServer:
     """``nats-server`` on a free loopback port, started and ended by its PID;
-    ``extra``: more of its options (``--user``, ``--tls``...)."""
+    ``extra``: more of its options (``--user``, ``--tls``...); ``config``: the text
+    of a configuration file (``authorization { ... }``, ``max_payload``), written
+    to ``folder/nats.conf`` and given with ``-c``."""
 
-    def __init__(self, folder: Path, *extra: str) -> None:
+    def __init__(self, folder: Path, *extra: str, config: str | None = None) -> None:
         self.folder = folder
         self.extra = list(extra)
+        if config is not None:
+            conf = folder / "nats.conf"
+            conf.write_text(config)
+            self.extra += ["-c", str(conf)]
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
@@ -40,6 +46,11 @@ class NatsServer:
             assert self.proc.poll() is None, f"nats-server exited: {text}"
             assert time.monotonic() < deadline, f"nats-server did not start: {text}"
             time.sleep(0.05)  # polling its log with a deadline
+
+    def log_text(self) -> str:
+        """What the server logged so far (its ``-l`` file)."""
+        log = self.folder / "nats.log"
+        return log.read_text(errors="replace") if log.exists() else ""
 
     @property
     def url(self) -> str:
