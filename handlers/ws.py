@@ -50,6 +50,13 @@ with any of these keys; unknown keys are ignored:
   next to ``server_time``: the client measures the round trip and estimates
   the clock offset as ``server_time - (its clock at the midpoint)``, within
   half a round trip, to show how old a frame is.
+* ``"type": "heartbeat"`` (with the kiosk's facts: ``id``, ``page``,
+  ``frames_shown``...; see :mod:`handlers.kiosks`) says a kiosk is alive;
+  ``/status`` lists it under ``"kiosks"``.  The reply says
+  ``"heartbeat": "recorded"``, or ``"ignored: <the rule it broke>"``: a
+  heartbeat with a bad field is not recorded, logged once per socket, and
+  does not close the socket (a kiosk's monitoring failing must not take its
+  picture away).  Other values of ``type`` are ignored.
 
 Anything else closes that client's socket, and only that one: a binary
 message with 1003, text that is not JSON with 1007, JSON that is not a valid
@@ -72,6 +79,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import tornado.websocket
@@ -83,6 +91,7 @@ from frame import CameraError, Frame
 from handlers.base import admit
 from handlers.cors import origin_allowed
 from handlers.fastwrite import binary_frame, websocket_stream, write_now
+from handlers.kiosks import BadHeartbeat, Kiosks, parse_heartbeat
 from handlers.limits import refuse_if_full
 from handlers.plain import finish_plain, write_short_error
 from handlers.viewing import BadRequest, VariantViewer, limit_unsent, parse_quality, parse_width, variant_args
@@ -176,7 +185,8 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
     (of the camera, or of the variant it gets: :class:`~handlers.viewing.VariantViewer`).
 
     IOLoop thread only.  ``clock`` (monotonic seconds) is injectable for the
-    frame-rate cap in tests.
+    frame-rate cap in tests; ``kiosks`` is the registry a kiosk's heartbeats go
+    to (None: they are answered, not recorded).
     """
 
     kind = "ws"
@@ -185,8 +195,13 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
         self,
         variants: Variants,
         clock: Callable[[], float] = time.monotonic,
+        kiosks: Kiosks | None = None,
     ) -> None:
         self.clock = clock
+        self.kiosks = kiosks
+        self._kiosk_id: str | None = None
+        self._kiosk_socket = kiosks.connection_token() if kiosks is not None else 0
+        self._heartbeat_refused = False
         self._viewer_init(variants)
         self._args: tuple[int | None, int | None, bool] = (None, None, True)
         self.encoder = ws_wire
@@ -323,6 +338,7 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
                 return
             if self._subscribed:
                 self.ask_variant(width, quality)
+        heartbeat = self._heartbeat(request) if request.get("type") == "heartbeat" else None
         if not self._greeted:
             self._greeted = True
             hello = hello_message(self.feed)
@@ -337,7 +353,30 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
         }
         if "time" in request:
             reply["time"] = request["time"]
+        if heartbeat is not None:
+            reply["heartbeat"] = heartbeat
         consume(self.write_message(json.dumps(reply)))
+
+    def _heartbeat(self, request: dict[str, Any]) -> str:
+        """Record a kiosk's heartbeat (see the module's protocol); what the reply says of it."""
+        try:
+            beat = parse_heartbeat(request)
+            if self._kiosk_id is not None and beat.id not in (None, self._kiosk_id):
+                raise BadHeartbeat("a socket's kiosk id may not change")
+        except BadHeartbeat as exc:
+            if not self._heartbeat_refused:  # one line per socket, however often it beats
+                self._heartbeat_refused = True
+                log.info("ws viewer %s: heartbeat ignored: %s", self.request.remote_ip, exc)
+            return f"ignored: {exc}"
+        if self.kiosks is not None:
+            self._kiosk_id = self.kiosks.heartbeat(
+                beat if beat.id is not None or self._kiosk_id is None else replace(beat, id=self._kiosk_id),
+                camera=self.feed.name,
+                address=self.request.remote_ip,
+                transport="ws",
+                connection=self._kiosk_socket,
+            )
+        return "recorded"
 
     def variant_changed(self, reason: str) -> None:
         if self._greeted:
@@ -396,6 +435,8 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
         if self._gone:
             return
         self._gone = True
+        if self.kiosks is not None and self._kiosk_id is not None:
+            self.kiosks.disconnected(self._kiosk_id, self._kiosk_socket)
         if not self._subscribed:
             return
         self.leave_variant()

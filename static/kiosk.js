@@ -40,11 +40,25 @@
  * Either way it recovers by itself, without a page reload, after a server
  * restart or a network drop.
  *
+ * It says it is alive (the server's /status lists it under "kiosks", see
+ * handlers/kiosks.py): a heartbeat every 5 s, and at once when a connection
+ * is made, with this page load's random id, its path, the frames shown, the
+ * viewport and screen sizes, the reconnects and stalls.  In "ws" mode it is a
+ * control message on the socket (FrameSocket.send); in "mjpeg" mode a POST of
+ * the same JSON to "heartbeat" (with the page's token), one at a time, given
+ * up after 3 s.  A page whose renderer crashed or hung stops beating: the
+ * server marks it gone (its socket closed) or silent (open, but quiet).
+ *
+ * Every timer reads performance.now() (monotonic), never Date.now(), so a
+ * jump of the display's clock (NTP setting it at boot) neither trips nor
+ * stalls a watchdog; Date.now() only makes the MJPEG URL's cache-buster.
+ *
  * window.camstream (for tests): mode, fit, framesShown (frames drawn in "ws"
  * mode; load events or picture changes seen by the watchdog in "mjpeg" mode), lastFrameAt,
  * connected, down, noticeVisible, stalls, reconnects, fallbackReason, width,
  * height, imgConnects, probes (watchdog questions to "status"), ws (the
- * FrameSocket's stats: its variant and askedWidth among them).
+ * FrameSocket's stats: its variant and askedWidth among them), kioskId,
+ * heartbeats (sent, or in "mjpeg" mode answered 2xx), heartbeatErrors.
  */
 "use strict";
 
@@ -55,6 +69,9 @@
   const FALLBACK_AFTER = 3;
   const MIN_DELAY_MS = 500;
   const MAX_DELAY_MS = 5000;
+  const HEARTBEAT_MS = 5000;
+  const BEACON_TIMEOUT_MS = 3000;
+  const MAX_PIXELS = 100000;
 
   const params = new URLSearchParams(window.location.search);
   const root = document.documentElement;
@@ -82,8 +99,78 @@
     imgConnects: 0,
     probes: 0,
     ws: null,
+    kioskId: newId(),
+    heartbeats: 0,
+    heartbeatErrors: 0,
   };
   window.camstream = state;
+
+  /** A random name for this page load ("k" and 16 hex digits). */
+  function newId() {
+    const bytes = new Uint8Array(8);
+    if (window.crypto && typeof window.crypto.getRandomValues === "function") {
+      window.crypto.getRandomValues(bytes);
+    } else {
+      for (let i = 0; i < bytes.length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+    }
+    return `k${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  }
+
+  // -- the heartbeat ----------------------------------------------------------
+  function pixels(value) {
+    return Math.max(0, Math.min(MAX_PIXELS, Math.round(value) || 0));
+  }
+
+  function heartbeatMessage() {
+    const ratio = window.devicePixelRatio;
+    return {
+      type: "heartbeat",
+      id: state.kioskId,
+      page: (window.location.pathname || "/").slice(0, 200),
+      frames_shown: state.framesShown,
+      interval_s: HEARTBEAT_MS / 1000,
+      viewport: [pixels(window.innerWidth), pixels(window.innerHeight)],
+      screen: [pixels(window.screen.width), pixels(window.screen.height)],
+      pixel_ratio: ratio > 0 && ratio <= 16 ? ratio : 1,
+      page_uptime_s: Math.round(performance.now()) / 1000,
+      reconnects: state.reconnects,
+      stalls: state.stalls,
+    };
+  }
+
+  let beaconPending = false;
+
+  /** One heartbeat: on the socket ("ws"), or a POST to "heartbeat" ("mjpeg"). */
+  function heartbeat() {
+    if (state.mode === "ws") {
+      if (frames && frames.send(heartbeatMessage())) state.heartbeats += 1;
+      return;
+    }
+    if (state.mode !== "mjpeg" || beaconPending) return;
+    beaconPending = true;
+    const controller = new AbortController();
+    const timer = window.setTimeout(() => controller.abort(), BEACON_TIMEOUT_MS);
+    fetch(Camstream.withToken("heartbeat"), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(heartbeatMessage()),
+      cache: "no-store",
+      signal: controller.signal,
+    })
+      .then(
+        (response) => {
+          if (response.ok) state.heartbeats += 1;
+          else state.heartbeatErrors += 1;
+        },
+        () => {
+          state.heartbeatErrors += 1;
+        },
+      )
+      .finally(() => {
+        window.clearTimeout(timer);
+        beaconPending = false;
+      });
+  }
 
   function setDown(down) {
     if (down && !state.down) state.downSince = performance.now();
@@ -106,6 +193,7 @@
 
   // -- the WebSocket path ---------------------------------------------------
   let frames = null;
+  let socketOpen = false; // as FrameSocket last said (onChange)
 
   function startWs() {
     state.mode = "ws";
@@ -115,6 +203,10 @@
       maxDelayMs: MAX_DELAY_MS,
       fitTo: canvas,
       fit,
+      onChange: (stats) => {
+        if (stats.connected && !socketOpen) heartbeat(); // a new socket: say so at once
+        socketOpen = stats.connected;
+      },
       onFrame: (bitmap) => {
         copyToCanvas(bitmap, bitmap.width, bitmap.height);
         shown(bitmap.width, bitmap.height);
@@ -161,6 +253,7 @@
     state.mode = "mjpeg";
     state.fallbackReason = reason;
     connectImg();
+    heartbeat();
   }
 
   function connectImg() {
@@ -267,6 +360,7 @@
     retry.reset();
     state.connected = true;
     state.reconnects = Math.max(0, state.imgConnects - 1);
+    heartbeat(); // a new connection: say so at once
   }
 
   function checkMjpeg(now) {
@@ -332,4 +426,5 @@
     startWs();
   }
   window.setInterval(check, CHECK_MS);
+  window.setInterval(heartbeat, HEARTBEAT_MS);
 })();

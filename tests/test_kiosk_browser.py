@@ -1,9 +1,11 @@
 """The kiosk (/kiosk) in real browsers of three engines at 1280x720, against a server
-process: it fills the screen, keeps animating, and recovers from a server restart by itself."""
+process: it fills the screen, keeps animating, recovers from a server restart by itself,
+and says it is alive (/status's "kiosks")."""
 
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import pytest
@@ -209,3 +211,60 @@ def test_a_still_picture_is_not_taken_for_a_dead_stream(start_server, page, fram
     else:
         assert state["probes"] >= 1, "the watchdog never looked at the still picture"
         assert state["imgConnects"] == 1 and state["stalls"] == 0
+
+
+# -- the heartbeat ------------------------------------------------------------------
+def kiosks(proc) -> list[dict]:
+    status, _, body = proc.get("status")
+    assert status == 200, body
+    return json.loads(body)["kiosks"]
+
+
+def wait_for_kiosk(proc, kiosk_id: str, predicate, timeout_s: float, what: str) -> dict:
+    """The kiosk ``kiosk_id`` of ``/status`` once ``predicate`` holds for it, polled."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [k for k in kiosks(proc) if k["id"] == kiosk_id]
+        if found and predicate(found[0]):
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout_s} s: {found}")
+        time.sleep(0.1)  # polling /status, with a deadline
+
+
+@pytest.mark.parametrize("mode", ["ws", "mjpeg"])
+def test_the_kiosk_says_it_is_alive_and_status_marks_it_gone(start_server, page, mode):
+    proc = start_server(*CAMERA)
+    page.goto(proc.url + "kiosk" + ("?mode=mjpeg" if mode == "mjpeg" else ""))
+    kiosk_id = page.evaluate("() => window.camstream.kioskId")
+    # At once on connecting (then every 5 s): within a few seconds of opening the page.
+    first = wait_for_kiosk(proc, kiosk_id, lambda k: True, 8, "a first heartbeat")
+    assert first["state"] == "live" and first["camera"] == "emulated" and first["page"] == "/kiosk"
+    assert first["address"] == "127.0.0.1"
+    assert first["transport"] == ("ws" if mode == "ws" else "http")
+    assert first["viewport"] == list(VIEWPORT) and first["interval_s"] == 5
+    assert first["last_heartbeat_at"].endswith("Z") and first["gone_for_s"] is None
+    # The next heartbeats, with the frames shown rising.
+    later = wait_for_kiosk(
+        proc,
+        kiosk_id,
+        lambda k: (
+            k["heartbeats"] >= first["heartbeats"] + 2 and k["frames_shown"] > (first["frames_shown"] or 0)
+        ),
+        15,
+        "two more heartbeats with more frames shown",
+    )
+    assert later["state"] == "live" and later["last_heartbeat_age_s"] < 8
+    assert later["frames_per_s"] is not None and later["frames_per_s"] > 0
+    shown_now = page.evaluate("() => window.camstream.framesShown")
+    assert later["frames_shown"] <= shown_now
+    if mode == "ws":
+        assert later["connections"] == 1
+    # The page goes away (its document unloaded): gone within the heartbeat's timeout
+    # (3 intervals; a socket's close says so at once).
+    page.goto("about:blank")
+    left = time.monotonic()
+    gone = wait_for_kiosk(proc, kiosk_id, lambda k: k["state"] == "gone", 15 + 5, "gone")
+    if mode == "ws":
+        assert time.monotonic() - left < 5, "a closed socket is gone at once"
+    assert gone["frames_shown"] >= later["frames_shown"] and gone["gone_for_s"] is not None
