@@ -143,7 +143,8 @@
   /** One heartbeat: on the socket ("ws"), or a POST to "heartbeat" ("mjpeg"). */
   function heartbeat() {
     if (state.mode === "ws") {
-      if (frames && frames.send(heartbeatMessage())) state.heartbeats += 1;
+      // (A frames.js without send(), an older copy in a cache: no heartbeat, the picture goes on.)
+      if (frames && typeof frames.send === "function" && frames.send(heartbeatMessage())) state.heartbeats += 1;
       return;
     }
     if (state.mode !== "mjpeg" || beaconPending) return;
