@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from feed import FrameFeed
 from handlers.base import BaseHandler
+from handlers.kiosks import STATES, Kiosks
 
 VIEWER_KINDS = ("mjpeg", "ws")
 
@@ -55,6 +56,12 @@ BUS_COUNTERS = {
     "frames_dropped": "Frames the edge's subscription dropped for being late.",
     "bus_reconnects": "Times the connection to the bus was lost and made again.",
 }
+#: An edge's ``"bus"`` counts, by reason, of ``frames_rejected_by_reason`` (their sum is
+#: its ``frames_rejected``): one counter with a ``reason`` label.
+REJECTED_DOC = (
+    "Bus messages an edge dropped for failing its checks (not a JPEG, cut short, too large, "
+    "bad headers), by reason."
+)
 
 
 class FeedCollector(Collector):
@@ -95,6 +102,7 @@ class FeedCollector(Collector):
             key: CounterMetricFamily(f"camstream_{key}", doc, labels=["camera"])
             for key, doc in BUS_COUNTERS.items()
         }
+        rejected = CounterMetricFamily("camstream_frames_rejected", REJECTED_DOC, labels=["camera", "reason"])
         edges = GaugeMetricFamily(
             "camstream_edge_viewers", "Viewers of the edges heard from (an origin).", labels=["camera"]
         )
@@ -117,6 +125,8 @@ class FeedCollector(Collector):
             for part in (status.get("publishing"), status.get("bus")):
                 for key in BUS_COUNTERS.keys() & (part or {}).keys():
                     bus_counters[key].add_metric([name], part[key])
+            for reason, count in (status.get("bus") or {}).get("frames_rejected_by_reason", {}).items():
+                rejected.add_metric([name, reason], count)
             if status.get("publishing"):
                 edges.add_metric([name], status["publishing"]["edge_viewers"])
             for key in FEED_COUNTERS:
@@ -133,13 +143,38 @@ class FeedCollector(Collector):
         yield from counters.values()
         yield from (viewers, online, running, by_variant, encoded, encode_cpu, running_variants, steps)
         # Only on servers with a bus (an origin or an edge): no empty families elsewhere.
-        yield from (family for family in (*bus_counters.values(), edges) if family.samples)
+        yield from (family for family in (*bus_counters.values(), rejected, edges) if family.samples)
 
 
-def make_registry(feeds: Mapping[str, FrameFeed]) -> CollectorRegistry:
-    """A registry of the feeds and of this process (one per application)."""
+class KioskCollector(Collector):
+    """The kiosks heard from (:mod:`handlers.kiosks`): how many in each state, and
+    the age of the oldest heartbeat of those not gone (only while there is one)."""
+
+    def __init__(self, kiosks: Kiosks) -> None:
+        self.kiosks = kiosks
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = GaugeMetricFamily(
+            "camstream_kiosks", "Kiosks heard from, by state (live, silent, gone).", labels=["state"]
+        )
+        for state in STATES:
+            counts.add_metric([state], self.kiosks.counts()[state])
+        yield counts
+        oldest = self.kiosks.oldest_heartbeat_age_s()
+        if oldest is not None:
+            yield GaugeMetricFamily(
+                "camstream_kiosk_oldest_heartbeat_age_seconds",
+                "Seconds since the oldest last heartbeat of the kiosks not gone.",
+                value=oldest,
+            )
+
+
+def make_registry(feeds: Mapping[str, FrameFeed], kiosks: Kiosks | None = None) -> CollectorRegistry:
+    """A registry of the feeds, the kiosks and this process (one per application)."""
     registry = CollectorRegistry()
     registry.register(FeedCollector(feeds))
+    if kiosks is not None:
+        registry.register(KioskCollector(kiosks))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
