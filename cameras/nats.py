@@ -66,9 +66,6 @@ MAX_SEQ = 2**63 - 1
 #: A capture time further than this from the edge's clock is refused, seconds.
 MAX_CLOCK_SKEW_S = 86400.0
 EOI = b"\xff\xd9"
-#: Bytes a camera may leave after a JPEG's EOI (line ends, NULs), and how many at most.
-EOI_PADDING = b"\r\n\x00 "
-MAX_EOI_PADDING = 32
 #: Dropped bus messages are told in one WARNING at most this often, seconds.
 REJECT_WARN_EVERY_S = 60.0
 
@@ -130,21 +127,13 @@ def _whole(text: str, largest: int, smallest: int = 0) -> int | None:
     return value if smallest <= value <= largest else None
 
 
-def _ends_with_eoi(data: bytes) -> bool:
-    if data.endswith(EOI):
-        return True
-    tail = data[-(MAX_EOI_PADDING + len(EOI)) :]
-    return tail.rstrip(EOI_PADDING).endswith(EOI)
-
-
 def check_message(data: bytes, headers: Mapping[str, str] | None, now: float) -> CheckedMessage:
     """Check one bus message (payload and headers, as :func:`bus.frame_headers`
     makes them) received at ``now`` (Unix seconds); return what it says of its frame.
 
     The payload must be a JPEG of at most :data:`MAX_FRAME_BYTES`: SOI first,
     a start-of-frame header (the picture size) before the picture data, and
-    EOI last (a few bytes of padding after it, :data:`EOI_PADDING`, are
-    allowed, as some cameras send them).  Each header is optional, but when
+    EOI last (nothing after it, as the relay driver takes a frame).  Each header is optional, but when
     present must hold what an origin sends: ``Camstream-Time`` a finite time
     within :data:`MAX_CLOCK_SKEW_S` of ``now``; ``Camstream-Width`` and
     ``Camstream-Height`` whole numbers from 1 to :data:`MAX_SIDE`, equal to the
@@ -162,7 +151,7 @@ def check_message(data: bytes, headers: Mapping[str, str] | None, now: float) ->
         raise RejectedMessage(TOO_LARGE)
     if not data.startswith(SOI):
         raise RejectedMessage(NO_SOI)
-    if not _ends_with_eoi(data):
+    if not data.endswith(EOI):
         raise RejectedMessage(NO_EOI)
     size = jpeg_size(data)
     if size is None:
