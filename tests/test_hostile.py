@@ -439,6 +439,10 @@ def test_fuzzed_queries(hostile_server, route, query):
 OPTION_NAMES = [option.flag for option in OPTIONS] + ["--help", "--version"]
 
 
+# Hypothesis warns when the global random module moves while it draws; threads that
+# earlier tests of the same worker process left winding down may do so; parsing
+# options uses no randomness.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @settings(max_examples=400, deadline=None)
 @given(
     argv=st.lists(

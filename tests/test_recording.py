@@ -174,7 +174,9 @@ def test_recordings_over_http(tmp_path: Path, start_server) -> None:
     assert code == 200 and body == path.read_bytes()
     assert headers["Content-Type"] == "video/x-matroska"
     assert headers["Content-Disposition"] == f'attachment; filename="yard-{segment["name"]}.mkv"'
-    offset, size = index["offset"][3], index["size"][3]
+    # The fourth frame, or the last of a first segment cut short by the segments' clock.
+    k = min(3, len(index["offset"]) - 1)
+    offset, size = index["offset"][k], index["size"][k]
     request = urllib.request.Request(
         f"{server.url}recordings/yard/{segment['name']}.mkv",
         headers={"Range": f"bytes={offset}-{offset + size - 1}"},
@@ -184,7 +186,7 @@ def test_recordings_over_http(tmp_path: Path, start_server) -> None:
         jpeg = response.read()
     with Image.open(io.BytesIO(jpeg)) as picture:
         assert picture.size == (160, 120)
-        first_colour = decoded_colours(path)[3]
+        first_colour = decoded_colours(path)[k]
         assert nearest_colour(picture.convert("RGB").getpixel((80, 60))) == first_colour
     # The segment being written answers too (its complete seconds).
     live = segments[-1]["name"]
