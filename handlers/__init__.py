@@ -14,6 +14,7 @@ from tornado.routing import Matcher, PathMatches, Rule
 
 from feed import FrameFeed
 from handlers.base import NotFoundHandler
+from handlers.kiosks import HeartbeatHandler, Kiosks
 from handlers.metrics import MetricsHandler, make_registry
 from handlers.mjpeg import MjpegHandler
 from handlers.pages import FaviconHandler, PageHandler, RelativeRedirectHandler, StaticHandler
@@ -98,12 +99,15 @@ def _camera_rules(
     cameras_link: str | None,
     recordings_link: str | None = None,
     frame_ancestors: str = "*",
+    kiosks: Kiosks | None = None,
 ) -> list[Rule]:
     """The URLs of one camera (``variants.feed``'s) under ``prefix`` (``""`` or
     ``/cameras/NAME``); its pages link to the camera list and, while any camera
     records, to the recordings (relative links, None: no link);
-    ``frame_ancestors`` says who may frame ``/kiosk`` (``--frame-ancestors``)."""
+    ``frame_ancestors`` says who may frame ``/kiosk`` (``--frame-ancestors``);
+    ``kiosks``: the server's registry of kiosks (``heartbeat``, the sockets, the status)."""
     feed = variants.feed
+    kiosks = kiosks if kiosks is not None else Kiosks()
     stream = {"variants": variants}
     snapshot = {"variants": variants, "timeout_s": snapshot_timeout_s}
     values = {
@@ -116,8 +120,15 @@ def _camera_rules(
         Rule(PathMatches(re.escape(prefix) + "/$"), PageHandler, _page(loader, "index.html", values, False)),
         Rule(PathMatches(_paths(prefix, "/stream.mjpg", "/stream", "/video_feed")), MjpegHandler, stream),
         Rule(PathMatches(_paths(prefix, "/snapshot.jpg", "/snapshot")), SnapshotHandler, snapshot),
-        Rule(PathMatches(_paths(prefix, "/status")), StatusHandler, {"feed": feed, **status}),
-        Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, stream),
+        Rule(
+            PathMatches(_paths(prefix, "/status")), StatusHandler, {"feed": feed, "kiosks": kiosks, **status}
+        ),
+        Rule(PathMatches(_paths(prefix, "/ws")), WsHandler, {**stream, "kiosks": kiosks}),
+        Rule(
+            PathMatches(_paths(prefix, "/heartbeat")),
+            HeartbeatHandler,
+            {"kiosks": kiosks, "camera": feed.name},
+        ),
         Rule(PathMatches(_paths(prefix, "/viewer")), PageHandler, _page(loader, "viewer.html", values)),
         # /kiosk may be framed (a dashboard's iframe) by whom --frame-ancestors says.
         Rule(
@@ -188,6 +199,7 @@ def _site_rules(
     static_path: str,
     snapshot_timeout_s: float,
     recording: bool,
+    kiosks: Kiosks | None = None,
 ) -> list[Rule]:
     """The URLs of the server as a whole: the favicon, the mjpg-streamer
     aliases of the first camera, ``/metrics``, and the camera list (at
@@ -208,7 +220,7 @@ def _site_rules(
             SnapshotHandler,
             {"variants": first, "timeout_s": snapshot_timeout_s},
         ),
-        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds)}),
+        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds, kiosks)}),
         Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
         Rule(PathMatches(r"/cameras/$"), PageHandler, camera_list("../", "../static/")),
     ]
@@ -248,14 +260,16 @@ def routes(
     loader = tornado.template.Loader(template_path, autoescape="xhtml_escape")
     first = variants[next(iter(feeds))]
     status = {"version": version, "started_at": started_at}
+    kiosks = Kiosks()  # one per application: every camera's kiosks
     common = {
+        "kiosks": kiosks,
         "loader": loader,
         "static_path": static_path,
         "snapshot_timeout_s": snapshot_timeout_s,
         "frame_ancestors": frame_ancestors,
     }
     recording = any(recorder is not None for recorder in recorders.values())
-    rules = _site_rules(feeds, first, loader, static_path, snapshot_timeout_s, recording)
+    rules = _site_rules(feeds, first, loader, static_path, snapshot_timeout_s, recording, kiosks)
     rules += _recording_rules({name: _folder(recorders.get(name)) for name in feeds}, loader)
     # The short URLs: the first camera, but /status covers every camera.
     rules += _camera_rules(

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from feed import FrameFeed
 from handlers.base import BaseHandler
+from handlers.kiosks import Kiosks
 from handlers.ws import MAX_CLIENT_MESSAGE_BYTES
+
+
+def finite(value: Any) -> Any:
+    """``value`` (a JSON-ready status: dicts, lists, numbers, strings) with every float
+    that is not finite (NaN, infinities) replaced by None, so that it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 class StatusHandler(BaseHandler):
@@ -17,6 +32,8 @@ class StatusHandler(BaseHandler):
 
     The fields of ``feed``'s camera at the top level; with ``feeds`` (the
     server's ``/status``) also ``"cameras"``: every camera's fields by name.
+    ``"kiosks"``: the kiosks heard from (:mod:`handlers.kiosks`), of every
+    camera on the server's ``/status``, of ``feed``'s on a camera's own.
     """
 
     def initialize(
@@ -25,8 +42,10 @@ class StatusHandler(BaseHandler):
         version: str,
         started_at: float,
         feeds: Mapping[str, FrameFeed] | None = None,
+        kiosks: Kiosks | None = None,
     ) -> None:
         self.feed = feed
+        self.kiosks = kiosks
         self.feeds = feeds
         self.version = version
         self.started_at = started_at
@@ -45,8 +64,11 @@ class StatusHandler(BaseHandler):
         }
         if self.feeds is not None:
             body["cameras"] = {name: feed.status() for name, feed in self.feeds.items()}
+        if self.kiosks is not None:
+            body["kiosks"] = self.kiosks.status(None if self.feeds is not None else self.feed.name)
         self.set_header("Content-Type", "application/json")
         self.set_no_cache()
-        self.finish(json.dumps(body, indent=2) + "\n")
+        # Strict JSON whatever a source said: no NaN or Infinity (JSON.parse refuses them).
+        self.finish(json.dumps(finite(body), indent=2, allow_nan=False) + "\n")
 
     head = get
