@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -268,3 +270,85 @@ def test_the_kiosk_says_it_is_alive_and_status_marks_it_gone(start_server, page,
     if mode == "ws":
         assert time.monotonic() - left < 5, "a closed socket is gone at once"
     assert gone["frames_shown"] >= later["frames_shown"] and gone["gone_for_s"] is not None
+
+
+# -- the display's clock jumps --------------------------------------------------------
+#: Date.now() of the page's scripts, moved by window.__jumpClock(ms), as NTP moves the
+#: display's clock at boot; performance.now() (monotonic) does not move.
+JUMPING_CLOCK = """(() => {
+  const real = Date.now.bind(Date);
+  let shift = 0;
+  window.__jumpClock = (ms) => { shift += ms; };
+  Date.now = () => real() + shift;
+})();"""
+DAY_MS = 86_400_000
+
+
+def page_seconds(page, seconds: float) -> None:
+    """Wait until ``seconds`` more of the page's own (monotonic) time have passed."""
+    start = page.evaluate("() => performance.now()")
+    page.wait_for_function(
+        "end => performance.now() >= end",
+        arg=start + seconds * 1000,
+        timeout=seconds * 1000 + 10000,
+        polling=100,
+    )
+
+
+def wait_quiet(page, ms: int = 700) -> None:
+    """Wait until the page has shown no new frame for ``ms`` of its own time."""
+    page.wait_for_function(
+        """ms => {
+          const now = performance.now();
+          const n = window.camstream.framesShown;
+          if (window.__quiet === undefined || window.__quiet.n !== n) window.__quiet = { n, since: now };
+          return now - window.__quiet.since >= ms;
+        }""",
+        arg=ms,
+        timeout=10000,
+        polling=50,
+    )
+
+
+@pytest.mark.alone  # a 2 s pause of the server is not an outage; a long one is, within 10 s
+@pytest.mark.parametrize("mode", ["ws", "mjpeg"])
+def test_a_jump_of_the_clock_neither_trips_nor_stalls_the_watchdog(start_server, page, mode):
+    # The server is paused for real (SIGSTOP: its sockets stay open, silent), and the
+    # display's clock jumps meanwhile, when a watchdog reading Date.now() would go wrong.
+    proc = start_server(*CAMERA)
+    pid = proc.proc.pid
+    page.add_init_script(JUMPING_CLOCK)
+    page.goto(proc.url + "kiosk" + ("?mode=mjpeg" if mode == "mjpeg" else ""))
+    wait_shown(page, 3, timeout_ms=10000)
+    page.evaluate("() => { window.__same_page = true; }")
+    page.evaluate(WATCH_NOTICE)
+    # A pause shorter than the 4 s watchdogs, the clock a day forward in it: nothing to repair.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_quiet(page)
+        page.evaluate(f"() => window.__jumpClock({DAY_MS})")
+        page_seconds(page, 1.2)  # two of the watchdogs' checks, twice a second
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_shown(page, 3, timeout_ms=10000)
+    state = page.evaluate("() => window.camstream")
+    assert not page.evaluate("() => window.__notice === true"), "a short pause was shown as an outage"
+    assert state["stalls"] == 0 and state["reconnects"] == 0, f"the jump tripped the watchdog: {state}"
+    assert (state["ws"]["connects"] if mode == "ws" else state["imgConnects"]) == 1
+    # A long pause, the clock two days back in it: the watchdog must still see the silence.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_quiet(page)
+        page.evaluate(f"() => window.__jumpClock({-2 * DAY_MS})")
+        # ws: the socket closed as silent; mjpeg: the server asked, and no answer.
+        seen = "s.stalls >= 1" if mode == "ws" else "s.probes >= 1"
+        page.wait_for_function(
+            f"() => {{ const s = window.camstream; return s.noticeVisible && {seen}; }}",
+            timeout=15000,
+            polling=100,
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_shown(page, 3, timeout_ms=15000)
+    page.wait_for_function("() => !window.camstream.noticeVisible", timeout=5000)
+    assert page.evaluate("() => window.__same_page === true"), "the page was reloaded"
