@@ -42,6 +42,7 @@ from feed import FrameFeed
 from frame import CameraError
 from handlers.access import Access, redact
 from handlers.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, ClientLimit
+from listening import Listener
 from logs import start_logging
 from outputs.publisher import Publisher
 from outputs.variants import DEFAULT_MAX_VARIANTS, Variants
@@ -435,7 +436,9 @@ async def announce(
 async def serve(settings: Settings) -> None:
     """Run the server until SIGINT or SIGTERM, then close the feeds (their cameras
     stop, their outputs finish) and the connections."""
-    feeds, recorders, sockets, tls = await open_server(settings)
+    feeds, recorders, bound, tls = await open_server(settings)
+    listener = Listener(bound, tls=tls is not None)  # pauses, not spins, when out of descriptors
+    sockets = listener.sockets
     server = HTTPServer(
         make_app(settings, feeds, recorders),
         xheaders=False,
@@ -450,6 +453,7 @@ async def serve(settings: Settings) -> None:
     await announce(settings, feeds, sockets, tls is not None)
     await stop.wait()
     log.info("shutting down")
+    listener.close()
     server.stop()
     await close_feeds(feeds)
     await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
