@@ -51,7 +51,7 @@ setup(
     license="MIT",
     license_files=["LICENSE"],
     python_requires=">=3.11",
-    py_modules=["server", "settings", "logs", "frame", "feed", "bus"],
+    py_modules=["server", "settings", "logs", "listening", "frame", "feed", "bus"],
     packages=["handlers", "cameras", "outputs", "recording"],
     data_files=[data_files("static"), data_files("templates")],
     install_requires=[
