@@ -40,11 +40,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import IOLoop
 
 from cameras.base import Camera
 from cameras.jpeg import same_jpeg
-from frame import CameraError, Frame
+from frame import CameraError, Frame, Periodic
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +143,25 @@ class Timer(Protocol):
 
 class Clock:
     """Time, timers and worker threads on the current IOLoop; tests substitute a
-    hand-driven one."""
+    hand-driven one.  Every timer runs on the monotonic clock, so a wall clock
+    set back or forward (NTP, a person) neither delays nor hastens a poll, an
+    idle stop or a stall.  Tornado's own ``PeriodicCallback`` keeps its
+    schedule on ``IOLoop.time()``, the wall clock (set back an hour, the poll
+    would stop for an hour), and ``IOLoop.call_later`` passes through it; the
+    asyncio loop's timers are used instead."""
 
     def monotonic(self) -> float:
         return time.monotonic()
 
     def periodic(self, callback: Callable[[], None], interval_ms: float) -> Timer:
-        return PeriodicCallback(callback, interval_ms)
+        return Periodic(callback, interval_ms)
 
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> object:
-        return IOLoop.current().call_later(delay_s, callback)
+        """``callback()`` on this IOLoop after ``delay_s`` monotonic seconds; a handle for :meth:`cancel`."""
+        return IOLoop.current().asyncio_loop.call_later(delay_s, callback)  # type: ignore[attr-defined]
 
     def cancel(self, handle: object) -> None:
-        IOLoop.current().remove_timeout(handle)  # type: ignore[arg-type]
+        handle.cancel()  # type: ignore[attr-defined]
 
     def run_off_loop(self, name: str, work: Callable[[], None], done: Callable[[], None]) -> None:
         """Run ``work()`` (which may block) on a new daemon thread, then ``done()``

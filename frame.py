@@ -8,16 +8,31 @@ it imports nothing of the project's own.
 * :class:`RateMeter`: frames per second, counted on one thread, read on another.
 * :class:`Newest`: a mailbox of one, for a consumer thread that must only ever
   see the newest frame (never a backlog).
+* :class:`Periodic`: a periodic callback on the IOLoop timed by the monotonic
+  clock (Tornado's ``PeriodicCallback`` follows the wall clock).
+
+Every interval and timeout is measured on the monotonic clock; the wall clock
+(``time.time()``) is only for what is shown or stored as a time of day (a
+frame's capture time, a segment's name), since NTP or a person may set it
+back or forward by hours at any moment.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tornado.ioloop import IOLoop
+
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class CameraError(Exception):
@@ -143,3 +158,70 @@ class Newest(Generic[T]):
             self._closed = True
             self._item = None
             self._ready.notify_all()
+
+
+class Periodic:
+    """``callback()`` every ``interval_ms`` milliseconds on the IOLoop, scheduled on
+    the monotonic clock: the interface of Tornado's ``PeriodicCallback``
+    (:meth:`start`, :meth:`stop`, :meth:`is_running`).
+
+    ``PeriodicCallback`` keeps its schedule in ``IOLoop.time()``, which is the
+    wall clock: set back an hour, its next call comes an hour late (a feed's
+    viewers would get nothing for that hour).  Here the next call is due a
+    whole number of intervals after the start, in ``time.monotonic()``
+    seconds, and waited for with the asyncio loop's own ``call_later`` (its
+    clock is monotonic too).  A callback that overruns skips the calls it
+    missed rather than bursting.  An exception of the callback is logged and
+    the calls go on.  IOLoop thread only; :meth:`start` takes the thread's
+    current IOLoop.
+    """
+
+    def __init__(self, callback: Callable[[], object], interval_ms: float) -> None:
+        if not interval_ms > 0:
+            raise ValueError("interval_ms must be positive")
+        self.callback = callback
+        self.interval_ms = interval_ms
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._next = 0.0
+        self._running = False
+
+    def start(self) -> None:
+        """Call ``callback`` every interval from one interval from now (idempotent)."""
+        if self._running:
+            return
+        self._loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
+        self._running = True
+        self._next = time.monotonic()
+        self._schedule()
+
+    def stop(self) -> None:
+        """No more calls until :meth:`start` (idempotent; also from the callback)."""
+        self._running = False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        interval_s = self.interval_ms / 1000
+        now = time.monotonic()
+        self._next += interval_s
+        if self._next <= now:  # overran: the next whole interval from the start
+            self._next += (math.floor((now - self._next) / interval_s) + 1) * interval_s
+        self._handle = self._loop.call_later(self._next - now, self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        if not self._running:
+            return
+        try:
+            self.callback()
+        except Exception:
+            log.exception("periodic callback %r failed", self.callback)
+        finally:
+            if self._running and self._handle is None:  # not restarted by the callback
+                self._schedule()

@@ -25,8 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tornado.ioloop import PeriodicCallback
-
+from frame import Periodic
 from outputs.sizes import QUALITY_LEVELS, SCALES, VariantKey
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ class Adaptation:
         self,
         camera_quality: Callable[[], int],
         clock: Callable[[], float] | None = None,
-        periodic: Callable[[Callable[[], None], float], Any] = PeriodicCallback,
+        periodic: Callable[[Callable[[], None], float], Any] = Periodic,
     ) -> None:
         import time
 

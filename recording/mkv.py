@@ -177,10 +177,22 @@ class MkvWriter:
     file's start (non-decreasing; a time going back is clamped).  ``close``
     writes the last Cluster and finishes the file; ``sync`` makes what was
     written so far durable.  Not thread-safe: one thread writes a file.
+
+    With ``exclusive`` the file is created, never replaced: a path that
+    exists raises FileExistsError (the recorder's segments: a recording is
+    never overwritten, whatever the clock says).  Other OSErrors (a full
+    disk) are raised as they come.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, width: int, height: int, fps: float, start_time: float
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        fps: float,
+        start_time: float,
+        exclusive: bool = False,
     ) -> None:
         self.path = Path(path)
         self.width = width
@@ -194,7 +206,9 @@ class MkvWriter:
         self._block_bytes = 0
         self._cluster_ms = 0
         self._clusters: list[tuple[int, int]] = []
-        self._file: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        #: Clusters written to the file so far (the recorder syncs after new ones).
+        self.clusters_written = 0
+        self._file: BinaryIO | None = open(self.path, "xb" if exclusive else "wb")  # noqa: SIM115 (closed by close())
         try:
             self._write_head(fps)
         except BaseException:
@@ -266,6 +280,7 @@ class MkvWriter:
         f.writelines(self._blocks)
         f.flush()
         self._clusters.append((self._cluster_ms, position))
+        self.clusters_written += 1
         self._blocks = []
         self._block_bytes = 0
         self.bytes_written = f.tell()

@@ -10,15 +10,45 @@ live ones with :class:`recording.mkv.MkvWriter`.
 Files go in ``DIRECTORY/CAMERA/``, one per segment, named after the UTC time
 of their first frame (``20261121T213000Z.mkv``).  Segments end on multiples
 of ``segment_s`` of the wall clock (every 5 minutes on the 5 minutes, say),
-and when the picture's size changes.  The segment being written is named
-``*.mkv.part``; it is renamed when finished.  A part left by a crash is
-finished on the next start (see :func:`recording.mkv.recover`), so a crash or a
-power cut loses at most the last second or so of what was written, and the
-part is synced to disk every ``sync_interval_s``.
+when the picture's size changes, and when the clock goes back.  The segment
+being written is named ``*.mkv.part``; it is renamed when finished.  A part
+left by a crash is finished on the next start (see
+:func:`recording.mkv.recover`).  Frames reach the file a Cluster (a second)
+at a time, and each new Cluster is synced to disk (at most every
+``sync_interval_s``), so a crash or a power cut loses at most the second
+being gathered, and the next start finishes the rest.
 
-Retention: after each segment and at start, the oldest finished segments are
-deleted while the camera's segments take more than ``max_bytes``, and any
-that ended more than ``max_age_s`` ago.
+A name is never reused: a segment that would start in the same second as a
+file of the folder (two sizes in one second, or a clock set back an hour over
+what it recorded) gets ``-1``, ``-2``... and the file is created exclusively,
+so nothing recorded is ever overwritten.
+
+A write error (a full disk, a removed one) stops the recording, not the
+camera: the segment is cut at its last complete second and finished at once
+if the disk lets it (else at the next attempt, or the next start), one
+WARNING (a full disk) or ERROR says so, ``status()["state"]`` is ``"error"``,
+the frames meanwhile are counted as not recorded, and a new segment is tried
+every ``retry_s``; recording resumes by itself once one can be written.  After
+a full disk it is tried only once the disk has room for a minute of recording
+(or a segment, if shorter) at the rate last measured: the second that cutting
+the segment freed would only fill again, and recording would flap.
+
+Retention: at start, after each segment, and when the disk is full, the
+oldest finished segments are deleted while the camera's segments take more
+than ``max_bytes``, and any that ended more than ``max_age_s`` ago.  The wall
+clock may jump (a Raspberry Pi without a real-time clock starts in 1970 or
+at the time it last saved, then NTP sets it, hours or years later; an
+operator fixes a wrong zone), so ages and order are measured as truthfully as
+they can be known:
+
+- a segment recorded since this recorder started is aged on the monotonic
+  clock from when it was finished, and ordered by when it was recorded: no
+  jump of the wall clock, forward or back, ages it, and a clock set back never
+  makes the newest segments look the oldest;
+- a segment of an earlier run is aged by the wall clock against its file's
+  modification time (all that is known of it), and comes before every
+  segment of this run.  A clock that is behind (a Pi before NTP) only keeps
+  such segments longer; once NTP has set the clock their ages are right.
 """
 
 from __future__ import annotations
@@ -33,6 +63,7 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +79,8 @@ SEGMENT_PATTERN = r"\d{8}T\d{6}Z(?:-\d{1,4})?"
 SEGMENT_NAME = re.compile(f"^{SEGMENT_PATTERN}$")
 SUFFIX = ".mkv"
 PART_SUFFIX = ".mkv.part"
+#: Errors that mean the disk (or the user's quota) is full: an operating condition, a WARNING.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,13 @@ def segment_name(file: str | Path) -> str | None:
     return None
 
 
+def _names(base: str) -> Iterator[str]:
+    """``base``, then ``base-1``, ``base-2``... up to the pattern's four digits."""
+    yield base
+    for n in range(1, 10_000):
+        yield f"{base}-{n}"
+
+
 def camera_folder(settings: RecordSettings, camera: str) -> Path:
     """Where ``camera``'s segments go (absolute: a relative folder is the working directory's)."""
     return Path(settings.directory).absolute() / camera
@@ -122,10 +162,12 @@ class Recorder(Output):
 
     #: Frames waiting for the disk at most; beyond, the oldest are dropped.
     queue_frames: int = 120
-    #: How often the segment being written is synced to disk.
-    sync_interval_s: float = 5.0
-    #: After a write error, how long to wait before trying a new segment.
+    #: The segment being written is synced to disk after each new Cluster, at most this often (s).
+    sync_interval_s: float = 1.0
+    #: After a write error, how long to wait before trying a new segment (s).
     retry_s: float = 10.0
+    #: After a full disk, recording resumes once there is room for this long at the last rate (s).
+    resume_room_s: float = 60.0
 
     def __init__(self, camera: str, settings: RecordSettings, *, fps: float = 30.0) -> None:
         self.camera = camera
@@ -138,7 +180,17 @@ class Recorder(Output):
         self._writer_name = ""
         self._segment_end = 0.0
         self._last_sync = 0.0
+        self._synced_clusters = 0
         self._failed_until = 0.0
+        #: The errno of the write error now lasting (None while recording).
+        self._error_errno: int | None = None
+        #: Parts cut short by a write error and not yet finished (writer thread).
+        self._unfinished: list[Path] = []
+        #: Segments finished by this recorder: file name -> monotonic time when finished
+        #: (kept only with a retention limit, which reads it; writer thread).
+        self._finished: dict[str, float] = {}
+        #: Bytes a second the camera's segments take, as last measured (0: not yet).
+        self._bytes_per_s = 0.0
         self.frames_recorded = 0
         #: Frames the queue dropped (the disk fell behind; the camera's thread), and
         #: frames not written while a write error lasts (writer thread).
@@ -223,9 +275,18 @@ class Recorder(Output):
         """Frames not recorded: the disk fell behind, or could not be written."""
         return self.frames_overflowed + self.frames_not_written
 
+    @property
+    def state(self) -> str:
+        """``"recording"``, ``"error"`` (a write error lasts: see :attr:`error`; a new
+        segment is tried every :attr:`retry_s`) or ``"stopped"``.  Any thread."""
+        if self._thread is None:
+            return "stopped"
+        return "recording" if self.error is None else "error"
+
     def status(self) -> dict[str, Any]:
         """JSON-ready figures of the recording: ``/status``'s ``"recording"``."""
         return {
+            "state": self.state,
             "directory": str(self.folder),
             "segment": self._writer_name or None,
             "frames_recorded": self.frames_recorded,
@@ -242,7 +303,7 @@ class Recorder(Output):
             try:
                 frame = self._queue.get(timeout=1.0)
             except queue.Empty:
-                self._maybe_sync()
+                self._idle()
                 continue
             if frame is None:
                 break
@@ -254,11 +315,26 @@ class Recorder(Output):
                 log.exception("%s: recording failed", self.camera)
                 self._failed(None)
         self._finish_segment()
+        self._finish_unfinished()
+
+    def _idle(self) -> None:
+        """A second without frames (an outage): what was gathered goes to the disk."""
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            writer.flush_cluster()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self._maybe_sync()
 
     def _write(self, frame: Frame) -> None:
-        if time.monotonic() < self._failed_until:
+        if time.monotonic() < self._failed_until or (self._writer is None and not self._room_to_resume()):
             self.frames_not_written += 1
             return
+        if self._unfinished:
+            self._finish_unfinished()
         writer = self._writer
         if writer is not None and (
             frame.timestamp >= self._segment_end
@@ -267,37 +343,77 @@ class Recorder(Output):
         ):
             self._finish_segment()
             writer = None
+            if time.monotonic() < self._failed_until:
+                self.frames_not_written += 1  # the segment could not be finished: retry later
+                return
         if writer is None:
             writer = self._open_segment(frame)
         before = writer.bytes_written
         writer.add(frame.jpeg, round((frame.timestamp - writer.start_time) * 1000))
         self.bytes_recorded += writer.bytes_written - before  # grows when a Cluster is written
         self.frames_recorded += 1
+        if writer.clusters_written:
+            self._recording_again()  # once a Cluster is on the disk, not at a head that fitted
+        self._maybe_sync()
+
+    def _room_to_resume(self) -> bool:
+        """After a full disk: whether it has room for :attr:`resume_room_s` (or a
+        segment) of recording now; if not, the next look is in :attr:`retry_s`."""
+        if self._error_errno != errno.ENOSPC or not self._bytes_per_s:
+            return True
+        needed = self._bytes_per_s * min(self.resume_room_s, self.settings.segment_s)
+        try:
+            st = os.statvfs(self.folder)
+        except OSError:
+            return True  # the attempt will tell
+        if st.f_bavail * st.f_frsize >= needed:
+            return True
+        self._failed_until = time.monotonic() + self.retry_s
+        return False
+
+    def _measure(self, writer: MkvWriter) -> None:
+        """Note the rate of a segment's bytes (for :meth:`_room_to_resume`)."""
+        length_s = writer.duration_ms / 1000
+        if length_s >= 1.0:
+            self._bytes_per_s = writer.bytes_written / length_s
+
+    def _recording_again(self) -> None:
         if self.error is not None:
             log.info("%s: recording again", self.camera)
             self.error = None
-        self._maybe_sync()
+            self._error_errno = None
 
     def _open_segment(self, frame: Frame) -> MkvWriter:
         start = frame.timestamp
         segment_s = self.settings.segment_s
         self._segment_end = (math.floor(start / segment_s) + 1) * segment_s
-        name = format_start(start)
         self.folder.mkdir(parents=True, exist_ok=True)  # again, if someone removed it
         taken = {segment_name(p) for p in self.folder.iterdir()}
-        base, n = name, 1
-        while name in taken:
-            name = f"{base}-{n}"
-            n += 1
-        writer = MkvWriter(
-            self.folder / (name + PART_SUFFIX),
-            width=frame.width,
-            height=frame.height,
-            fps=self.fps,
-            start_time=start,
-        )
+        for name in _names(format_start(start)):
+            if name in taken:
+                continue
+            path = self.folder / (name + PART_SUFFIX)
+            try:
+                writer = MkvWriter(
+                    path,
+                    width=frame.width,
+                    height=frame.height,
+                    fps=self.fps,
+                    start_time=start,
+                    exclusive=True,
+                )
+            except FileExistsError:
+                continue  # made meanwhile, by someone else: never replaced
+            except OSError:
+                if path.exists():
+                    self._unfinished.append(path)  # a head cut short: deleted by _finish_unfinished
+                raise
+            break
+        else:
+            raise OSError(errno.EEXIST, "every name of this second is taken", str(self.folder))
         self._writer, self._writer_name = writer, name
         self._last_sync = time.monotonic()
+        self._synced_clusters = 0
         self.bytes_recorded += writer.bytes_written
         log.debug("%s: new segment %s", self.camera, name)
         return writer
@@ -308,87 +424,168 @@ class Recorder(Output):
         if writer is None:
             return
         before = writer.bytes_written
+        part = self.folder / (name + PART_SUFFIX)
         try:
             writer.close()
-            part = self.folder / (name + PART_SUFFIX)
             os.replace(part, self.folder / (name + SUFFIX))
             _sync_folder(self.folder)
         except OSError as exc:
             writer.abandon()
+            self._measure(writer)
+            if part.exists():
+                self._unfinished.append(part)
             self._failed(exc)
             return
         self.bytes_recorded += writer.bytes_written - before
         self.segments_recorded += 1
+        self._measure(writer)
+        self._recording_again()
+        self._remember(name + SUFFIX)
         log.debug("%s: segment %s finished (%d frames)", self.camera, name, writer.frames)
         self._apply_retention()
 
+    def _remember(self, file: str) -> None:
+        """Note a segment of this run (for retention's ages and order)."""
+        if self.settings.max_bytes is not None or self.settings.max_age_s is not None:
+            self._finished[file] = time.monotonic()
+
     def _maybe_sync(self) -> None:
+        """Sync the part if a Cluster was written since the last sync, at most every
+        :attr:`sync_interval_s`."""
         writer = self._writer
-        if writer is None or time.monotonic() - self._last_sync < self.sync_interval_s:
+        if writer is None or writer.clusters_written == self._synced_clusters:
+            return
+        if time.monotonic() - self._last_sync < self.sync_interval_s:
             return
         self._last_sync = time.monotonic()
         try:
             writer.sync()
         except OSError as exc:
             self._failed(exc)
+            return
+        self._synced_clusters = writer.clusters_written
 
     def _failed(self, exc: OSError | None) -> None:
-        message = f"{exc.strerror or exc}" if exc is not None else "internal error"
-        if exc is not None and exc.filename:
-            message = f"{exc.filename}: {message}"
-        if self.error != message:
-            log.error("%s: cannot record: %s (trying again in %g s)", self.camera, message, self.retry_s)
-        self.error = message
+        """A write error: cut the segment, finish it if the disk lets it, say so once
+        (per error: not again while the same one lasts) and retry in :attr:`retry_s`."""
         writer, self._writer = self._writer, None
         self._writer_name = ""
         if writer is not None:
-            writer.abandon()  # left as a part: finished at the next start
+            writer.abandon()
+            self._measure(writer)
+            if writer.path.exists():
+                self._unfinished.append(writer.path)
         self._failed_until = time.monotonic() + self.retry_s
-        if exc is not None and exc.errno == 28:  # ENOSPC: make room if a limit allows
-            self._apply_retention()
+        full = exc is not None and exc.errno in DISK_FULL
+        if full:
+            self._apply_retention()  # make room first, if a limit allows
+        self._finish_unfinished()  # cutting the unfinished second frees room too
+        message = f"{exc.strerror or exc}" if exc is not None else "internal error"
+        if exc is not None and exc.filename:
+            message = f"{exc.filename}: {message}"
+        number = exc.errno if exc is not None else None
+        if self.error is None or number != self._error_errno:
+            if full:
+                log.warning(
+                    "%s: cannot record, the disk is full: %s (frames are not recorded meanwhile; "
+                    "trying again every %g s)",
+                    self.camera,
+                    message,
+                    self.retry_s,
+                )
+            else:
+                log.error(
+                    "%s: cannot record: %s (trying again every %g s)", self.camera, message, self.retry_s
+                )
+        self.error = message
+        self._error_errno = number
+
+    def _finish_unfinished(self) -> None:
+        """Finish the parts a write error cut short (see :func:`recording.mkv.recover`):
+        a part with no complete second is deleted; one that cannot be finished yet
+        (the disk still full) is kept for the next attempt, or the next start."""
+        left: list[Path] = []
+        for path in self._unfinished:
+            if self._finish_part(path, "cut short by a write error", this_run=True) is None:
+                left.append(path)
+        self._unfinished = left
 
     # -- files -------------------------------------------------------------------
     def _recover_parts(self) -> None:
         for path in sorted(self.folder.glob("*" + PART_SUFFIX)):
-            name = segment_name(path)
-            if name is None:
-                continue
+            if segment_name(path) is not None:
+                self._finish_part(path, "left by a crash", this_run=False)
+
+    def _finish_part(self, path: Path, why: str, *, this_run: bool) -> bool | None:
+        """Finish one part and rename it (to a free name: never over a segment); a
+        part with nothing to keep is deleted (a WARNING for a part left by an earlier
+        run, INFO for one of this run: its write error was said already).  True if
+        finished, False if deleted, None if it cannot be now (an OSError, logged at
+        INFO: the caller tries again)."""
+        name = segment_name(path)
+        if name is None:
+            return False
+        try:
+            index = recover(path)
+        except MkvError as exc:
+            level = logging.INFO if this_run else logging.WARNING
+            log.log(level, "%s: deleting %s, %s: %s", self.camera, path.name, why, exc)
             try:
-                index = recover(path)
-                os.replace(path, self.folder / (name + SUFFIX))
-                log.info(
-                    "%s: finished %s, left by a crash (%d frames, %.1f s)",
-                    self.camera,
-                    path.name,
-                    index.frame_count,
-                    index.length_ms() / 1000,
-                )
-            except MkvError as exc:
-                log.warning("%s: deleting %s, left by a crash: %s", self.camera, path.name, exc)
                 path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("%s: cannot finish %s: %s", self.camera, path.name, exc.strerror or exc)
+            except OSError as unlink_exc:
+                log.warning(
+                    "%s: cannot delete %s: %s", self.camera, path.name, unlink_exc.strerror or unlink_exc
+                )
+            return False
+        except OSError as exc:
+            log.info("%s: cannot finish %s yet: %s", self.camera, path.name, exc.strerror or exc)
+            return None
+        try:
+            taken = {segment_name(p) for p in self.folder.iterdir() if p != path}
+            final = next(n for n in _names(name) if n not in taken)
+            os.replace(path, self.folder / (final + SUFFIX))
+            _sync_folder(self.folder)
+        except (OSError, StopIteration) as exc:
+            log.info("%s: cannot rename %s yet: %s", self.camera, path.name, exc)
+            return None
+        if this_run:
+            self._remember(final + SUFFIX)
+        log.info(
+            "%s: finished %s, %s (%d frames, %.1f s)",
+            self.camera,
+            path.name,
+            why,
+            index.frame_count,
+            index.length_ms() / 1000,
+        )
+        return True
 
     def _apply_retention(self) -> None:
         max_bytes, max_age_s = self.settings.max_bytes, self.settings.max_age_s
         if max_bytes is None and max_age_s is None:
             return
         try:
-            files = sorted(
-                (p for p in self.folder.iterdir() if segment_name(p) is not None), key=lambda p: p.name
-            )
-            stats = {p: p.stat() for p in files}
+            found = [p for p in self.folder.iterdir() if segment_name(p) is not None]
+            stats = {p: p.stat() for p in found}
         except OSError as exc:
             log.warning("%s: cannot list %s: %s", self.camera, self.folder, exc.strerror or exc)
             return
+        mine = self._finished
+        for file in mine.keys() - {p.name for p in found}:
+            del mine[file]  # deleted by someone else
+        # Oldest first: earlier runs' segments by name, then this run's in the order recorded.
+        earlier = sorted((p for p in found if p.name not in mine), key=lambda p: p.name)
+        files = earlier + sorted((p for p in found if p.name in mine), key=lambda p: mine[p.name])
         total = sum(st.st_size for st in stats.values())
-        now = time.time()
+        wall_now, monotonic_now = time.time(), time.monotonic()
         for path in files:
             if path.name.endswith(PART_SUFFIX):
                 continue  # never the segment being written
             st = stats[path]
+            finished_at = mine.get(path.name)
+            age_s = wall_now - st.st_mtime if finished_at is None else monotonic_now - finished_at
             too_big = max_bytes is not None and total > max_bytes
-            too_old = max_age_s is not None and now - st.st_mtime > max_age_s
+            too_old = max_age_s is not None and age_s > max_age_s
             if not (too_big or too_old):
                 if max_age_s is None:
                     break  # oldest first: the rest are newer
@@ -399,6 +596,7 @@ class Recorder(Output):
                 log.warning("%s: cannot delete %s: %s", self.camera, path.name, exc.strerror or exc)
                 continue
             total -= st.st_size
+            mine.pop(path.name, None)
             self.segments_deleted += 1
             log.info("%s: deleted %s (%s)", self.camera, path.name, "size limit" if too_big else "age limit")
 
