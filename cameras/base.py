@@ -38,6 +38,9 @@ class CameraConfig:
     height: int = 480
     fps: float = 30.0
     quality: int = 80
+    #: The largest part (one JPEG) of a relayed stream, bytes (``--relay-max-part``);
+    #: None: the relay's default (:data:`cameras.relay.DEFAULT_MAX_PART_BYTES`).
+    max_part_bytes: int | None = None
 
 
 FrameSinkFn = Callable[[Frame], None]
@@ -149,15 +152,25 @@ class ThreadedCamera(Camera):
     Subclasses implement :meth:`open`, :meth:`capture` and :meth:`close`.  The
     helper paces captures to ``config.fps`` (when ``paced`` is true), keeps the
     newest frame in a single slot, measures the frame rate and, when the source
-    fails, closes it, reports it offline and retries with a growing delay.
+    fails, reports it offline and shows "no signal" at once, then closes it and
+    retries with a growing delay.
+
+    The promise to a viewer: "no signal" within 2 s of a fault, live frames within
+    3 s of the source coming back.  A driver keeps the first by noticing a failure
+    within about 1.5 s (its timeouts); the helper keeps the second by publishing
+    "no signal" before the close (which may take long) and by capping the delay
+    between attempts at :attr:`retry_max_s`.
     """
 
     #: Pace captures to ``config.fps``; False for sources that block until a
     #: frame is ready (a device read).
     paced: bool = True
     #: First and largest delay between attempts to reopen a failed source, seconds.
+    #: The camera runs only while someone watches (or records): a viewer waits at
+    #: most about ``retry_max_s`` after the source is back, and a failing source
+    #: is tried once a second, never in a busy loop.
     retry_initial_s: float = 0.5
-    retry_max_s: float = 10.0
+    retry_max_s: float = 1.0
     #: While the source is failing, a "no signal" picture is published this often.
     no_signal_interval_s: float = 1.0
 
@@ -283,14 +296,18 @@ class ThreadedCamera(Camera):
                 result = self.capture()
             except CameraError as exc:
                 self.failures += 1
-                if opened:
-                    self._safe_close()
-                    opened = False
                 if self._online or self._error != str(exc):
                     log.warning("%s camera failed: %s (retrying in %.1f s)", self.label, exc, retry_s)
                 self._online = False
                 self._error = str(exc)
-                self._wait_showing_no_signal(stop, retry_s)
+                # Viewers see the outage now, not after the close: releasing a
+                # failed device can take long (an SDK waiting for a dead thread).
+                shown_at = time.monotonic()
+                self._publish_no_signal()
+                if opened:
+                    self._safe_close()
+                    opened = False
+                self._wait_showing_no_signal(stop, time.monotonic() + retry_s, shown_at)
                 retry_s = min(retry_s * 2, self.retry_max_s)
                 next_due = time.monotonic()
                 continue
@@ -312,14 +329,18 @@ class ThreadedCamera(Camera):
         if opened:
             self._safe_close()
 
-    def _wait_showing_no_signal(self, stop: threading.Event, wait_s: float) -> None:
-        """Wait ``wait_s`` (or until stopped), publishing a fresh "no signal"
-        picture every ``no_signal_interval_s`` so viewers see the outage."""
-        deadline = time.monotonic() + wait_s
+    def _wait_showing_no_signal(self, stop: threading.Event, until: float, shown_at: float) -> None:
+        """Wait until ``until`` (time.monotonic; or until stopped), publishing a fresh
+        "no signal" picture every ``no_signal_interval_s`` after the one published at
+        ``shown_at``, so viewers see the outage go on."""
+        next_at = shown_at + self.no_signal_interval_s
         while not stop.is_set():
-            self._publish_no_signal()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or stop.wait(min(self.no_signal_interval_s, remaining)):
+            now = time.monotonic()
+            if now >= next_at:
+                self._publish_no_signal()
+                next_at = now + self.no_signal_interval_s
+            wake_at = min(next_at, until)
+            if now >= until or stop.wait(max(0.0, wake_at - now)):
                 return
 
     def _publish_no_signal(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 SOI = b"\xff\xd8"
+EOI = b"\xff\xd9"
 COM = 0xFE
 SOS = 0xDA
 #: Start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC) carry the picture size.
@@ -82,6 +83,15 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         if segment.marker == SOS:
             return None
     return None
+
+
+def whole_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG that is whole as far as its ends tell: SOI
+    first, EOI last, a SOF with the size before SOS (:func:`jpeg_size`); None
+    for anything else, such as a JPEG cut short or with bytes after its end."""
+    if not data.endswith(EOI):
+        return None
+    return jpeg_size(data)
 
 
 def header_end(data: bytes) -> int:

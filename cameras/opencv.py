@@ -9,7 +9,7 @@
 * a path to a video file: played at the file's own frame rate (its
   ``CAP_PROP_FPS``; ``--fps`` when the file does not say) and looped.
 * a URL (``rtsp://``, ``http://``...): opened through FFmpeg with open and read
-  timeouts, so a dead stream is noticed within seconds.  For an MJPEG-over-HTTP
+  timeouts, so a dead stream is noticed within 1.5 s.  For an MJPEG-over-HTTP
   source prefer the ``mjpeg`` camera, which relays the JPEGs without decoding.
 
 Every frame is read and encoded as JPEG (``--quality``) on the driver thread.
@@ -85,8 +85,11 @@ class OpenCVCamera(ThreadedCamera):
 
     driver = "opencv"
     #: FFmpeg timeouts for network streams, milliseconds (below the 5 s stop() waits).
+    #: A stream silent for ``read_timeout_ms`` has failed: well inside the 2 s in
+    #: which viewers are promised "no signal", above the second after which this
+    #: server (as an upstream) sends its newest frame again.
     open_timeout_ms = 5000
-    read_timeout_ms = 3000
+    read_timeout_ms = 1500
 
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)

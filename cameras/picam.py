@@ -144,13 +144,22 @@ class PiCamera(ThreadedCamera):
     one gets ``first_frame_timeout_s``); ``close`` stops recording and closes
     the camera, so another process can open it.  Construction raises
     CameraError when picamera2 is missing or ``--source`` is not a number.
+
+    A camera that stops sending (a loose cable, an encoder whose ioctl failed,
+    which ends the library's event loop) is noticed within ``frame_timeout_s``,
+    well inside the 2 s in which viewers are promised "no signal"; and since a
+    reopened camera that still fails is noticed within ``first_frame_timeout_s``,
+    the attempts come about every 2 s, so the camera is back within 3 s of the
+    fault clearing.
     """
 
     driver = "picamera2"
     paced = False  # the camera runs at the configured frame rate by itself
-    first_frame_timeout_s = 5.0
+    #: At least this long, or six frame intervals, for a started camera's first JPEG
+    #: (the library drops a few frames while the sensor settles).
+    first_frame_timeout_s = 1.0
     #: At least this long, or three frame intervals, without a frame is a failure.
-    frame_timeout_s = 2.0
+    frame_timeout_s = 1.0
 
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)
@@ -212,12 +221,11 @@ class PiCamera(ThreadedCamera):
         output = self._output
         if output is None:
             raise CameraError(f"the Pi camera {self.camera_num} is not recording")
-        first = self._seen == 0
-        timeout_s = (
-            self.first_frame_timeout_s
-            if first
-            else max(self.frame_timeout_s, 3.0 / self.config.fps if self.config.fps > 0 else 0.0)
-        )
+        interval_s = 1.0 / self.config.fps if self.config.fps > 0 else 0.0
+        if self._seen == 0:
+            timeout_s = max(self.first_frame_timeout_s, 6 * interval_s)
+        else:
+            timeout_s = max(self.frame_timeout_s, 3 * interval_s)
         got = output.wait_newer(self._seen, timeout_s)
         if got is None:
             if self.stopping:
@@ -229,13 +237,25 @@ class PiCamera(ThreadedCamera):
         return jpeg, width, height
 
     def close(self) -> None:
-        """Stop recording, then close the camera (driver thread); never raises."""
+        """Stop the library's event loop and recording, then close the camera (driver
+        thread); never raises.
+
+        The event loop goes first: ``stop_recording`` asks that loop to stop the
+        camera and waits for it, for ever once the loop has died (an exception in an
+        encoder's ``encode``, such as its ioctl failing, ends the loop's thread).
+        With the loop stopped, ``stop_recording`` stops the camera on this thread,
+        as ``Picamera2.close`` itself does (``stop_preview``, then ``stop``).
+        """
         picam2, self._picam2 = self._picam2, None
         recording, self._recording = self._recording, False
         self._output = None
         if picam2 is None:
             return
         if recording:
+            try:
+                picam2.stop_preview()
+            except RuntimeError as exc:  # no event loop ran (none was started)
+                log.debug("picamera2 camera %d: stop_preview: %s", self.camera_num, exc)
             try:
                 picam2.stop_recording()
             except (RuntimeError, OSError) as exc:

@@ -11,11 +11,18 @@ splits it into parts by ``Content-Length`` when a part has one and by the
 boundary otherwise; it takes the boundary from the Content-Type header with or
 without a leading ``--`` (or learns it from the first boundary line when the
 header has none), CRLF or bare LF line ends, and bounds its memory: a header
-block over 16 KB or a part over 16 MB is an error, never a growing buffer.
+block over 16 KB, or a part or a run of bytes without a boundary over the
+part cap (``--relay-max-part``, default 8 MB), is an error, never a growing
+buffer.  A part is a frame only if it is a whole JPEG (SOI first, EOI last):
+what a wrong Content-Length cuts short or runs on is dropped and counted,
+never served.
 
 Everything runs on the driver thread with blocking ``http.client`` calls and
-socket timeouts, so a dead upstream is noticed within ``read_timeout_s``; the
-threaded helper then shows "no signal" and reconnects with a growing delay.
+socket timeouts, so a dead upstream, one that stalls mid-part or one whose
+parts are not whole JPEGs is noticed within ``read_timeout_s`` (1.5 s); the
+threaded helper then shows "no signal" and reconnects with a delay growing to
+a second, keeping the promise to viewers ("no signal" within 2 s of a fault,
+live frames within 3 s of the upstream's return).
 """
 
 from __future__ import annotations
@@ -24,21 +31,39 @@ import base64
 import contextlib
 import http.client
 import logging
+import math
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cameras.base import CameraConfig, ThreadedCamera
-from cameras.jpeg import SOI, jpeg_size
+from cameras.jpeg import SOI, whole_jpeg_size
 from frame import CameraError
 
 log = logging.getLogger(__name__)
 
-#: Largest part (one JPEG) accepted, bytes.
+#: The largest JPEG the server takes from anywhere, bytes: the most
+#: ``--relay-max-part`` allows, and an edge's cap on a frame from the bus.
 MAX_PART_BYTES = 16 * 1024 * 1024
+#: The relay's cap on one part (one JPEG) unless ``--relay-max-part`` says otherwise,
+#: bytes: the bus's recommended ``max_payload`` (8 MB), far above a camera's JPEG.
+DEFAULT_MAX_PART_BYTES = 8 * 1000 * 1000
+#: The option of the part cap, named by the messages of a part over it.
+CAP_OPTION = "--relay-max-part"
 #: Largest header block of one part, bytes.
 MAX_HEADER_BYTES = 16 * 1024
+#: Parts dropped for not being whole JPEGs get at most one warning this often, seconds.
+DROP_WARNING_S = 60.0
+
+
+def shown_size(size: int) -> str:
+    """A size for people: ``100 MB``, ``8 MB``, ``64 KB``, ``900 bytes`` (decimal units)."""
+    for unit, scale in (("MB", 1_000_000), ("KB", 1_000)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
 
 
 # -- the multipart parser -----------------------------------------------------
@@ -65,14 +90,14 @@ class MultipartParser:
 
     Raises :class:`CameraError` when a header block exceeds ``max_header_bytes``
     or a part (or the bytes skipped while looking for a boundary) exceeds
-    ``max_part_bytes``.
+    ``max_part_bytes``, the cap: its buffer never holds much more than that.
     """
 
     def __init__(
         self,
         boundary: str | None,
         *,
-        max_part_bytes: int = MAX_PART_BYTES,
+        max_part_bytes: int = DEFAULT_MAX_PART_BYTES,
         max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         # "--frame" and "frame" name the same boundary: compare without leading dashes.
@@ -88,6 +113,19 @@ class MultipartParser:
         self._skipped_here = 0
         #: Bytes other than line ends skipped outside parts so far (for diagnostics).
         self.skipped_bytes = 0
+
+    @property
+    def mid_part(self) -> bool:
+        """True while a part has begun (its headers or its body) and not ended."""
+        return self._state == _BODY or (self._state == _HEADERS and bool(self._buf))
+
+    def _over_cap(self, what: str) -> CameraError:
+        return CameraError(f"{what} the {shown_size(self.max_part_bytes)} cap ({CAP_OPTION})")
+
+    def _no_boundary(self) -> CameraError:
+        return CameraError(
+            f"no multipart boundary in {shown_size(self.max_part_bytes)} of the stream ({CAP_OPTION})"
+        )
 
     def feed(self, data: bytes) -> list[Part]:
         """Add ``data``; return the parts it completed, oldest first."""
@@ -130,7 +168,7 @@ class MultipartParser:
             newline = buf.find(b"\n")
             if newline < 0:
                 if len(buf) > self.max_part_bytes:
-                    raise CameraError(f"no multipart boundary in {len(buf)} bytes of the stream")
+                    raise self._no_boundary()
                 return False
             line = bytes(buf[:newline])
             del buf[: newline + 1]
@@ -142,7 +180,7 @@ class MultipartParser:
                 self.skipped_bytes += newline + 1
                 self._skipped_here += newline + 1
                 if self._skipped_here > self.max_part_bytes:
-                    raise CameraError(f"no multipart boundary in {self._skipped_here} bytes of the stream")
+                    raise self._no_boundary()
 
     def _read_headers(self) -> bool:
         buf = self._buf
@@ -174,9 +212,10 @@ class MultipartParser:
         if length.isdigit():
             self._length = int(length)
             if self._length > self.max_part_bytes:
-                raise CameraError(
-                    f"a part of {self._length} bytes is over the {self.max_part_bytes} byte limit"
-                )
+                size = shown_size(self._length)
+                if size == shown_size(self.max_part_bytes):  # "a part of 8 MB is over the 8 MB cap"
+                    size = f"{self._length} bytes"
+                raise self._over_cap(f"a part of {size} is over")
         self._search_from = 0
         self._state = _BODY
         return True
@@ -202,7 +241,7 @@ class MultipartParser:
             hit = buf.find(token, self._search_from)
             if hit < 0:
                 if len(buf) > self.max_part_bytes:
-                    raise CameraError(f"a part is over the {self.max_part_bytes} byte limit")
+                    raise self._over_cap("a part is over")
                 self._search_from = max(0, len(buf) - len(token) + 1)
                 return None
             start = hit
@@ -283,23 +322,30 @@ class RelayCamera(ThreadedCamera):
 
     ``open``, ``capture`` and ``close`` run on the driver thread and block on
     the network, each wait bounded by ``connect_timeout_s`` or
-    ``read_timeout_s``.  ``capture`` returns the newest complete JPEG of what
-    has arrived and raises :class:`CameraError` when the upstream refuses,
-    answers with something that is not an MJPEG stream, goes silent for
-    ``read_timeout_s`` or sends malformed or oversized parts.  A stream that
-    the upstream ends after running a while is reopened at once, without a
+    ``read_timeout_s``.  ``capture`` returns the newest whole JPEG of what has
+    arrived and raises :class:`CameraError` when the upstream refuses, answers
+    with something that is not an MJPEG stream, goes silent for
+    ``read_timeout_s`` (mid-part too), sends no whole JPEG for as long (parts
+    a wrong Content-Length cut short or ran on, which are dropped and counted
+    in ``parts_dropped``), or sends malformed parts or parts over the cap
+    (``config.max_part_bytes``, ``--relay-max-part``).  A stream that the
+    upstream ends after running a while is reopened at once, without a
     warning; otherwise the helper reconnects with a delay growing to
     ``retry_max_s``.  ``config.width/height/fps/quality`` do not apply: frames
-    come at the upstream's size, rate and quality.
+    come at the upstream's size, rate and quality.  Construction raises
+    CameraError for a bad ``--source`` or a cap out of range.
     """
 
     driver = "mjpeg"
     paced = False  # frames come at the upstream's pace
-    #: A refused connection costs nothing, so retry often: a viewer waits at most
-    #: about this long after the upstream is back.
-    retry_max_s = 2.0
     connect_timeout_s = 5.0
-    read_timeout_s = 5.0
+    #: Silence, or data without a whole JPEG, for this long is a failure: inside the
+    #: 2 s in which viewers are promised "no signal", above the second after which
+    #: this server (as an upstream) sends its newest frame again.  The first frame of
+    #: a connection made while the camera is healthy (its first, or after a stream
+    #: the upstream ended) may take ``connect_timeout_s``: a cold upstream is
+    #: starting its camera.
+    read_timeout_s = 1.5
     #: Largest read from the socket at once, bytes.
     read_bytes = 64 * 1024
     #: A stream that ran at least this long and then ended is reopened at once.
@@ -308,14 +354,28 @@ class RelayCamera(ThreadedCamera):
     def __init__(self, config: CameraConfig) -> None:
         super().__init__(config)
         self.upstream = parse_source(config.source)
+        cap = DEFAULT_MAX_PART_BYTES if config.max_part_bytes is None else config.max_part_bytes
+        if not 1 <= cap <= MAX_PART_BYTES:
+            raise CameraError(f"{CAP_OPTION} {cap}: give at most {shown_size(MAX_PART_BYTES)}")
+        #: The cap on one part, bytes.
+        self.max_part_bytes = cap
         self._conn: http.client.HTTPConnection | None = None
         self._sock: socket.socket | None = None
         self._response: http.client.HTTPResponse | None = None
         self._parser: MultipartParser | None = None
         self._connected_at = 0.0
         self._frames_here = 0
-        #: Connection attempts so far (driver thread writes, anyone reads).
+        # The wait for this connection's next whole JPEG, and when the last one came.
+        self._frame_timeout_s = self.read_timeout_s
+        self._last_frame_at = 0.0
+        # Parts dropped since the last whole JPEG, and whether any had a Content-Length.
+        self._dropped_here = 0
+        self._dropped_with_length = False
+        self._drop_warned_at = -math.inf
+        #: Connection attempts so far, and parts that were not whole JPEGs (driver
+        #: thread writes, anyone reads).
         self.connection_attempts = 0
+        self.parts_dropped = 0
 
     # -- contract additions -----------------------------------------------------
     def wake(self) -> None:
@@ -324,6 +384,18 @@ class RelayCamera(ThreadedCamera):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read with end-of-stream
+
+    def status(self) -> dict[str, Any]:
+        """``/status``'s ``"relay"``: the upstream (no password), connection attempts,
+        parts dropped for not being whole JPEGs, and the part cap in bytes."""
+        return {
+            "relay": {
+                "upstream": self.upstream.label,
+                "connections": self.connection_attempts,
+                "parts_dropped": self.parts_dropped,
+                "max_part_bytes": self.max_part_bytes,
+            }
+        }
 
     # -- driver thread ------------------------------------------------------------
     def open(self) -> None:
@@ -355,7 +427,9 @@ class RelayCamera(ThreadedCamera):
             raise CameraError(f"{up.label}: cannot connect ({exc.strerror or exc})") from exc
         assert conn.sock is not None
         self._sock = conn.sock
-        conn.sock.settimeout(self.read_timeout_s)
+        # While healthy, a cold upstream may take its time; during an outage, never.
+        self._frame_timeout_s = self.connect_timeout_s if self.error is None else self.read_timeout_s
+        conn.sock.settimeout(self._frame_timeout_s)
         headers = {"User-Agent": "camstream", "Accept": "multipart/x-mixed-replace, */*"}
         if up.authorization:
             headers["Authorization"] = up.authorization
@@ -363,7 +437,7 @@ class RelayCamera(ThreadedCamera):
             conn.request("GET", up.target, headers=headers)
             response = conn.getresponse()
         except TimeoutError as exc:
-            raise CameraError(f"{up.label}: no response within {self.read_timeout_s:g} s") from exc
+            raise CameraError(f"{up.label}: no response within {self._frame_timeout_s:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise CameraError(f"{up.label}: bad response ({exc or type(exc).__name__})") from exc
         self._response = response
@@ -373,9 +447,12 @@ class RelayCamera(ThreadedCamera):
         if not content_type.startswith("multipart/"):
             raise CameraError(f"{up.label}: not an MJPEG stream (Content-Type {content_type})")
         boundary = response.headers.get_param("boundary")
-        self._parser = MultipartParser(boundary if isinstance(boundary, str) else None)
-        self._connected_at = time.monotonic()
+        self._parser = MultipartParser(
+            boundary if isinstance(boundary, str) else None, max_part_bytes=self.max_part_bytes
+        )
+        self._connected_at = self._last_frame_at = time.monotonic()
         self._frames_here = 0
+        self._dropped_here, self._dropped_with_length = 0, False
         log.info("mjpeg camera: connected to %s", up.label)
 
     def _status_problem(self, response: http.client.HTTPResponse) -> str:
@@ -394,42 +471,100 @@ class RelayCamera(ThreadedCamera):
         return problem
 
     def capture(self) -> tuple[bytes, int, int] | None:
-        """Block until at least one complete JPEG has arrived; return the newest."""
+        """Block until at least one whole JPEG has arrived; return the newest."""
+        label = self.upstream.label
         while True:
             response, parser = self._response, self._parser
             if response is None or parser is None:
-                raise CameraError(f"{self.upstream.label}: not connected")
+                raise CameraError(f"{label}: not connected")
             try:
                 data = response.read1(self.read_bytes)
             except TimeoutError as exc:
                 if self.stopping:
                     return None
-                raise CameraError(f"{self.upstream.label}: no data for {self.read_timeout_s:g} s") from exc
+                raise CameraError(f"{label}: no data for {self._frame_timeout_s:g} s") from exc
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 if self.stopping:
                     return None
-                raise CameraError(f"{self.upstream.label}: connection lost ({exc})") from exc
+                raise CameraError(f"{label}: connection lost ({exc})") from exc
             if not data:
                 if self.stopping:
                     return None
                 self._stream_ended()
                 continue
+            try:
+                parts = parser.feed(data)
+            except CameraError as exc:
+                raise CameraError(f"{label}: {exc}") from exc
             newest = None
-            for part in parser.feed(data):
-                size = jpeg_size(part.body)
-                if size is None:
-                    log.debug("mjpeg camera: skipped a part that is not a JPEG (%d bytes)", len(part.body))
-                    continue
-                newest = (part.body, *size)
+            for part in parts:
+                frame = self._frame_of(part)
+                if frame is not None:
+                    newest = frame
+            now = time.monotonic()
             if newest is not None:
-                self._frames_here += 1
+                self._got_frame(now)
                 return newest
+            if now - self._last_frame_at > self._frame_timeout_s:
+                raise CameraError(f"{label}: {self._no_frame_problem()}")
+
+    def _frame_of(self, part: Part) -> tuple[bytes, int, int] | None:
+        """The part as a frame if it is a whole JPEG (padding after its EOI removed);
+        else None, and the part is dropped: counted, one warning a minute."""
+        kind = part.headers.get("content-type", "image/jpeg").split(";")[0].strip().lower()
+        if kind not in ("image/jpeg", "image/jpg", "image/pjpeg"):
+            log.debug("mjpeg camera: skipped a part of Content-Type %s", kind)
+            return None
+        body = part.body
+        size = whole_jpeg_size(body)
+        if size is None and body.endswith((b"\r", b"\n", b"\x00", b" ")):  # padding after the EOI
+            body = body.rstrip(b"\r\n\x00 ")
+            size = whole_jpeg_size(body)
+        if size is not None:
+            return body, *size
+        self.parts_dropped += 1
+        self._dropped_here += 1
+        length = part.headers.get("content-length")
+        self._dropped_with_length = self._dropped_with_length or length is not None
+        now = time.monotonic()
+        if now - self._drop_warned_at >= DROP_WARNING_S:
+            self._drop_warned_at = now
+            log.warning(
+                "%s camera: dropped a part that is not a whole JPEG, SOI to EOI (%d bytes%s); "
+                "%d so far (one warning a minute)",
+                self.label,
+                len(part.body),
+                f", Content-Length {length}" if length is not None else "",
+                self.parts_dropped,
+            )
+        return None
+
+    def _got_frame(self, now: float) -> None:
+        self._frames_here += 1
+        self._last_frame_at = now
+        self._dropped_here, self._dropped_with_length = 0, False
+        if self._frame_timeout_s != self.read_timeout_s:  # past a cold upstream's first frame
+            self._frame_timeout_s = self.read_timeout_s
+            sock = self._sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(self.read_timeout_s)
+
+    def _no_frame_problem(self) -> str:
+        problem = f"no whole JPEG for {self._frame_timeout_s:g} s"
+        if self._dropped_with_length:
+            return problem + " (the parts do not run from SOI to EOI: a wrong Content-Length?)"
+        if self._dropped_here:
+            return problem + " (the parts are not whole JPEGs)"
+        return problem
 
     def _stream_ended(self) -> None:
         """The upstream closed the stream: reopen at once if it had been working."""
         ran_s = time.monotonic() - self._connected_at
         if not self._frames_here or ran_s < self.reconnect_after_s:
-            raise CameraError(f"{self.upstream.label}: the upstream closed the stream")
+            parser = self._parser
+            where = " in the middle of a part" if parser is not None and parser.mid_part else ""
+            raise CameraError(f"{self.upstream.label}: the upstream closed the stream{where}")
         log.info("mjpeg camera: %s ended the stream after %.1f s; reconnecting", self.upstream.label, ran_s)
         self.close()
         self.open()

@@ -74,6 +74,8 @@ def test_records_with_the_mjpeg_encoder_as_the_examples_do(fake, cameras):
         "start_recording",
         "start_encoder",
         "start",
+        "start_preview",  # the event loop (a NULL preview)
+        "stop_preview",  # first: stop() needs a live event loop, unless there is none
         "stop_recording",
         "stop",
         "stop_encoder",
@@ -200,6 +202,84 @@ def test_a_camera_that_stops_sending_is_reopened(fake, cameras, caplog):
     live_frames(camera, 3, after_seq=before[-1].seq)
     assert camera.online and camera.error is None
     assert fake.names().count("Picamera2") == fake.names().count("close") + 1
+    assert sum("is sending no frames" in w for w in camera_warnings(caplog)) == 1
+
+
+@pytest.fixture
+def encoder_fault(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Callable[[int | None], None]:
+    """``encoder_fault(n)``: the fake's encoder fails after ``n`` more good frames, until
+    ``encoder_fault(None)`` (the fake's fault file, written whole)."""
+    path = tmp_path / "encoder-fault"
+    monkeypatch.setenv("FAKE_PICAMERA2_FAULT_FILE", str(path))
+
+    def set_fault(good_frames: int | None) -> None:
+        if good_frames is None:
+            path.unlink()
+            return
+        ready = path.with_suffix(".new")
+        ready.write_text(str(good_frames))
+        ready.rename(path)
+
+    return set_fault
+
+
+def test_the_fake_hangs_in_stop_once_its_event_loop_died_as_the_library_does(
+    fake, encoder_fault, monkeypatch
+):
+    """What the driver's close works around, as the real library behaves: an encoder's
+    exception ends the event loop, and stop() then waits for that loop (the real one
+    for ever, the fake FOREVER_S); with the loop stopped first, stop() returns."""
+    library = importlib.import_module("picamera2")
+    module = importlib.import_module("picamera2.picamera2")
+    encoders = importlib.import_module("picamera2.encoders")
+    outputs = importlib.import_module("picamera2.outputs")
+    monkeypatch.setattr(module, "FOREVER_S", 0.3)
+    for stop_preview_first in (False, True):
+        picam2 = library.Picamera2(0)
+        picam2.configure(picam2.create_video_configuration(main={"size": (64, 48)}))
+        latest = LatestJpeg()
+        picam2.start_recording(encoders.MJPEGEncoder(), outputs.FileOutput(latest))
+        assert latest.wait_newer(0, 5) is not None
+        encoder_fault(2)
+        wait_for(lambda: fake.arguments("process_requests failed"), what="the event loop's death")
+        (failed,) = fake.arguments("process_requests failed")[-1:]
+        assert isinstance(failed["error"], OSError) and failed["error"].strerror == "Input/output error"
+        if stop_preview_first:
+            picam2.stop_preview()
+            picam2.stop_recording()  # the camera stopped on this thread
+        else:
+            with pytest.raises(TimeoutError):
+                picam2.stop_recording()  # waits for a loop that is gone
+            picam2.stop_preview()
+            picam2.stop_recording()
+        picam2.close()
+        encoder_fault(None)
+    assert fake.acquired == set()
+
+
+def test_an_encoder_failing_mid_stream_is_released_and_reopened(fake, cameras, encoder_fault, caplog):
+    camera = cameras(width=160, height=120, fps=30)
+    camera.frame_timeout_s = camera.first_frame_timeout_s = 0.2
+    camera.retry_initial_s, camera.retry_max_s = 0.05, 0.1
+    camera.start()
+    before = live_frames(camera, 3)
+    encoder_fault(3)
+    error = wait_for(lambda: not camera.online and camera.error, what="offline")
+    assert error == "the Pi camera 0 is sending no frames"
+    wait_for(lambda: not camera.latest().live, what="a no-signal picture")
+    # Each attempt releases the camera (never "busy"), though its event loop died.
+    opened = fake.names().count("Picamera2")
+    wait_for(lambda: fake.names().count("Picamera2") >= opened + 2, what="reopened twice")
+    assert camera.error == "the Pi camera 0 is sending no frames"
+    wait_for(lambda: fake.encoder_faults >= 3, what="the reopened cameras' encoders failing too")
+    encoder_fault(None)
+    live_frames(camera, 3, after_seq=before[-1].seq)
+    assert camera.online and camera.error is None
+    started = time.monotonic()
+    camera.stop()
+    assert time.monotonic() - started < 1.0
+    assert fake.acquired == set()
+    assert fake.names().count("Picamera2") == fake.names().count("close")
     assert sum("is sending no frames" in w for w in camera_warnings(caplog)) == 1
 
 

@@ -139,16 +139,25 @@ def test_parser_bounds_its_memory():
         MultipartParser("frame").feed(b"--frame\r\nX-Junk: " + b"a" * 20000)
     with pytest.raises(CameraError, match="header block is over 16384 bytes"):
         MultipartParser("frame").feed(b"--frame\r\n" + b"X-Junk: aaaa\r\n" * 2000)
-    with pytest.raises(CameraError, match="part of 20000000 bytes is over"):
+    cap = r"the 8 MB cap \(--relay-max-part\)"
+    with pytest.raises(CameraError, match=rf"^a part of 20 MB is over {cap}$"):
         MultipartParser("frame").feed(b"--frame\r\nContent-Length: 20000000\r\n\r\n")
     small = MultipartParser("frame", max_part_bytes=1000)
     small.feed(b"--frame\r\n\r\n" + b"x" * 900)
-    with pytest.raises(CameraError, match="over the 1000 byte limit"):
+    with pytest.raises(CameraError, match=r"^a part is over the 1 KB cap \(--relay-max-part\)$"):
         small.feed(b"x" * 200)
-    with pytest.raises(CameraError, match="no multipart boundary"):
+    with pytest.raises(
+        CameraError, match=r"^no multipart boundary in 1 KB of the stream \(--relay-max-part\)$"
+    ):
         MultipartParser("frame", max_part_bytes=1000).feed(b"junk line\n" * 200)
     with pytest.raises(CameraError, match="no multipart boundary"):
         MultipartParser("frame", max_part_bytes=1000).feed(b"x" * 1500)
+    # At the default cap: a part just under it is taken, one byte more is refused.
+    body = b"\xff\xd8" + b"x" * (8_000_000 - 4) + b"\xff\xd9"
+    parts = MultipartParser("frame").feed(b"--frame\r\n\r\n" + body + b"\r\n--frame\r\n")
+    assert [len(p.body) for p in parts] == [8_000_000]
+    with pytest.raises(CameraError, match=rf"^a part of 8000001 bytes is over {cap}$"):
+        MultipartParser("frame").feed(b"--frame\r\nContent-Length: 8000001\r\n\r\n")
 
 
 # -- the source URL -------------------------------------------------------------------
@@ -199,11 +208,12 @@ def scripted() -> Iterator[Callable[..., ScriptedUpstream]]:
 
 @pytest.fixture
 def cameras() -> Iterator[Callable[..., RelayCamera]]:
-    """``cameras(source, **attributes)`` builds a started camera, stopped after the test."""
+    """``cameras(source, max_part_bytes=None, **attributes)`` builds a started camera,
+    stopped after the test."""
     made: list[RelayCamera] = []
 
-    def make(source: str, **attributes: float) -> RelayCamera:
-        camera = RelayCamera(CameraConfig(name="relay", source=source))
+    def make(source: str, max_part_bytes: int | None = None, **attributes: float) -> RelayCamera:
+        camera = RelayCamera(CameraConfig(name="relay", source=source, max_part_bytes=max_part_bytes))
         for name, value in attributes.items():
             setattr(camera, name, value)
         made.append(camera)
@@ -312,6 +322,69 @@ def test_a_stream_ended_at_once_is_retried_with_a_delay(scripted, cameras, caplo
     assert error.endswith("/video: the upstream closed the stream")
     wait_for(lambda: camera.connection_attempts >= 3, what="retries")
     assert len(camera_warnings(caplog)) == 1
+
+
+def test_only_whole_jpegs_are_relayed_and_the_rest_is_counted(scripted, cameras, caplog):
+    padded = JPEGS[2] + b"\r\n"  # padding after the EOI, inside the Content-Length
+    cut = JPEGS[0][:-10]  # a Content-Length too short: the JPEG without its end
+
+    def respond(headers: dict[str, str]) -> list[bytes]:
+        framed = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+        head = ok_head("multipart/x-mixed-replace;boundary=frame")
+        return [head, framed % (len(cut), cut), framed % (len(padded), padded)]
+
+    upstream = scripted(respond)
+    camera = cameras(upstream.url())
+    frame = wait_for(lambda: (f := camera.latest()) is not None and f.live and f, what="a live frame")
+    assert frame.jpeg == JPEGS[2]  # served without the padding
+    wait_for(lambda: camera.parts_dropped == 1, what="the cut part counted")
+    assert camera.status()["relay"] == {
+        "upstream": upstream.url(),
+        "connections": 1,
+        "parts_dropped": 1,
+        "max_part_bytes": 8_000_000,
+    }
+    dropped = [r.getMessage() for r in caplog.records if "dropped a part" in r.getMessage()]
+    assert dropped == [
+        f"relay (mjpeg) camera: dropped a part that is not a whole JPEG, SOI to EOI ({len(cut)} bytes, "
+        f"Content-Length {len(cut)}); 1 so far (one warning a minute)"
+    ]
+
+
+def test_the_part_cap_is_the_cameras(scripted, cameras):
+    big = b"\xff\xd8" + b"x" * 200_000 + b"\xff\xd9"
+
+    def respond(headers: dict[str, str]) -> list[bytes]:
+        return [ok_head(), b"--myboundary\nContent-Length: %d\n\n%s\n" % (len(big), big)]
+
+    upstream = scripted(respond)
+    camera = cameras(upstream.url(), max_part_bytes=100_000, retry_initial_s=5.0)
+    error = wait_for(lambda: camera.error, what="the part refused")
+    assert error == f"{upstream.url()}: a part of 200 KB is over the 100 KB cap (--relay-max-part)"
+    with pytest.raises(CameraError, match=r"--relay-max-part 20000000: give at most 16\.8 MB"):
+        RelayCamera(CameraConfig(source=upstream.url(), max_part_bytes=20_000_000))
+
+
+def test_a_cold_upstream_may_take_its_time_for_the_first_frame_but_not_during_an_outage(scripted, cameras):
+    def respond(headers: dict[str, str]) -> Iterator[bytes]:
+        yield ok_head()
+        upstream.released.wait(0.8)  # the upstream starts its camera: the fault this test makes
+        yield lf_parts(JPEGS[:1])
+
+    upstream = scripted(respond)
+    camera = cameras(upstream.url(), read_timeout_s=0.3, connect_timeout_s=5.0, retry_initial_s=0.05)
+    frame = wait_for(lambda: (f := camera.latest()) is not None and f.live and f, what="the first frame")
+    assert frame.jpeg == JPEGS[0]
+    assert camera.failures == 0 and camera.error is None  # 0.8 s for the first frame: no failure
+    # Then the upstream is silent: after its first frame, the read timeout is the one that counts.
+    error = wait_for(lambda: camera.error, timeout_s=5, what="the silence noticed")
+    assert error.endswith("/video: no data for 0.3 s")
+    # During the outage the reconnections get no grace: each fails after 0.3 s, before
+    # the upstream's frame (0.8 s) comes.
+    attempts, captured = camera.connection_attempts, camera.frames_captured
+    wait_for(lambda: camera.connection_attempts >= attempts + 2, timeout_s=5, what="reconnections")
+    assert camera.frames_captured == captured
+    assert not camera.online and camera.latest().live is False
 
 
 # -- this server as the upstream ---------------------------------------------------------

@@ -10,11 +10,25 @@ config=None, quality=None, name=None)`` (which runs ``start_encoder`` and then
 ``outputs.FileOutput`` over an ``io.BufferedIOBase`` whose ``write`` gets each
 JPEG through ``Output.outputframe(frame, keyframe, timestamp, packet, audio)``.
 
-Instead of a sensor, a thread makes a solid-colour picture (a new colour each
-frame) at the configured frame rate and the "encoder" makes a real JPEG of it
-with Pillow.  Every call is recorded in ``picamera2._fake.STATE`` for the
-tests, which can also stall the camera or hold it as if another process did.
-Put ``tests/fake_picamera2`` first on ``sys.path`` to use it.
+As in the real library, ``start()`` starts a NULL preview whose thread runs the
+camera's event loop (``process_requests``: dispatched jobs, then each completed
+request to the encoders), and ``stop()`` asks that loop to stop the camera and
+waits for it; ``stop_preview()`` ends the loop, after which ``stop()`` stops the
+camera on the caller's thread; ``close()`` stops the preview first.  An
+exception in ``process_requests`` (an encoder's) ends the loop's thread for
+good, as the real NullPreview's re-raise does (the real one also logs it at
+ERROR with its traceback; the fake records it), and a later ``stop()`` then
+waits for a loop that is gone: for ever in the real library, ``FOREVER_S`` in
+the fake.
+
+Instead of a sensor, a thread completes a request with a solid-colour picture
+(a new colour each frame) at the configured frame rate and the "encoder" makes
+a real JPEG of it with Pillow.  Every call is recorded in
+``picamera2._fake.STATE`` for the tests, which can also stall the camera, hold
+it as if another process did, make its release slow
+(``$FAKE_PICAMERA2_STOP_DELAY_S``) or make its encoder fail mid-stream
+(``$FAKE_PICAMERA2_FAULT_FILE``: see ``FakeState.encoder_fault``).  Put
+``tests/fake_picamera2`` first on ``sys.path`` to use it.
 """
 
 from .picamera2 import Picamera2, Preview

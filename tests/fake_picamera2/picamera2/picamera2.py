@@ -13,12 +13,13 @@ from PIL import Image
 from ._fake import STATE
 from .encoders import Encoder, Quality
 from .outputs import FileOutput
+from .previews import NullPreview
 
 _COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
 
 
 class Preview(Enum):
-    NULL = 0
+    NULL = NullPreview
     DRM = 1
     QT = 2
     QTGL = 3
@@ -53,8 +54,19 @@ class Picamera2:
         self.encode_stream_name = "main"
         self.sensor_resolution = (4608, 2592)
         self._encoders: set[Encoder] = set()
-        self._thread: threading.Thread | None = None
+        # The event loop (a NullPreview's thread) and what it works on, as in the real one.
+        self._preview: Any = None
+        self._event_loop_running = False
+        self._preview_stopped = threading.Event()
+        self.lock = threading.Lock()
+        self._requestslock = threading.Lock()
+        self._requests: list[FakeRequest] = []
+        self._job_list: list[_Job] = []
+        self._notify = threading.Event()  # the real one's notifyme pipe
+        # The sensor: libcamera's side, completing requests at the frame rate.
+        self._sensor: threading.Thread | None = None
         self._stop_event = threading.Event()
+        self._sensor_frames = 0
         self.frames = 0
 
     # -- configurations -------------------------------------------------------
@@ -157,9 +169,12 @@ class Picamera2:
 
     def stop_encoder(self, encoders: Any = None) -> None:
         STATE.record("stop_encoder")
-        for encoder in list(self._encoders if encoders is None else [encoders]):
+        remove = list(self._encoders if encoders is None else [encoders])
+        for encoder in remove:
             encoder.stop()
-            self._encoders.discard(encoder)
+        with self.lock:
+            for encoder in remove:
+                self._encoders.discard(encoder)
 
     def start_recording(
         self,
@@ -187,30 +202,121 @@ class Picamera2:
         self.stop()
         self.stop_encoder()
 
+    # -- the event loop -----------------------------------------------------------
+    def attach_preview(self, preview: Any) -> None:
+        if self._preview:
+            raise RuntimeError("Preview is already running")
+        self._preview = preview
+        self._event_loop_running = True
+
+    def detach_preview(self) -> None:
+        self._preview = None
+        self._event_loop_running = False
+        self._preview_stopped.set()
+
+    def start_preview(self, preview: Any = None, **kwargs: Any) -> None:
+        STATE.record("start_preview", preview=preview)
+        if self._event_loop_running:
+            raise RuntimeError("An event loop is already running")
+        if preview is False or preview is None:
+            preview = Preview.NULL.value(**kwargs)
+        elif isinstance(preview, Preview):
+            preview = preview.value(**kwargs)
+        self._preview_stopped.clear()
+        preview.start(self)
+
+    def stop_preview(self) -> None:
+        STATE.record("stop_preview")
+        if self._preview is None:
+            raise RuntimeError("No preview specified.")
+        try:
+            self._preview.stop()
+            self._preview_stopped.wait()
+        except Exception as e:
+            raise RuntimeError("Unable to stop preview.") from e
+
+    def process_requests(self, display: Any) -> None:
+        """The event loop's work (its thread): run the jobs dispatched to it, then hand
+        each completed request to every encoder.  An encoder's exception goes out of
+        here, and the real NullPreview's thread dies of it."""
+        with self._requestslock:
+            requests, self._requests = self._requests, []
+        self.frames += len(requests)
+        finished = []
+        with self.lock:
+            while self._job_list:
+                if self._job_list[0].execute():
+                    finished.append(self._job_list.pop(0))
+                else:
+                    break
+            for request in requests:
+                for encoder in list(self._encoders):
+                    encoder.encode(self.encode_stream_name, request)
+        for job in finished:
+            job.signal()
+
+    def dispatch_functions(
+        self, functions: list[Any], wait: Any, signal_function: Any = None, immediate=False
+    ):
+        """Queue ``functions`` for the event loop; with ``wait`` True, wait for them.  The
+        real one waits for ever (``Future.result(None)``), so a dead event loop hangs the
+        caller; the fake gives up after :data:`FOREVER_S` with TimeoutError, so a test ends."""
+        job = _Job(functions)
+        with self.lock:
+            self._job_list.append(job)
+        if immediate:
+            self._notify.set()
+        if wait:
+            return job.get_result(FOREVER_S)
+        return job
+
     # -- the sensor -------------------------------------------------------------
-    def start(self, config: Any = None, show_preview: bool = False) -> None:
-        STATE.record("start")
+    def start_(self) -> None:
         if self.camera_config is None:
             raise RuntimeError("Camera has not been configured")
         if self.started:
             return
         self.started = True
         self._stop_event = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(self._stop_event,), daemon=True)
-        self._thread.start()
+        self._sensor = threading.Thread(target=self._run, args=(self._stop_event,), daemon=True)
+        self._sensor.start()
+
+    def start(self, config: Any = None, show_preview: Any = False) -> None:
+        STATE.record("start")
+        if self.camera_config is None and config is None:
+            config = "preview"
+        if config is not None:
+            self.configure(config)
+        if self.camera_config is None:
+            raise RuntimeError("Camera has not been configured")
+        if show_preview is not None and not self._event_loop_running:
+            self.start_preview(show_preview)
+        self.start_()
+
+    def stop_(self, request: Any = None) -> tuple[bool, None]:
+        if self.started:
+            self._stop_event.set()
+            if self._sensor is not None and self._sensor is not threading.current_thread():
+                self._sensor.join(5)
+            self._sensor = None
+            self.started = False
+            with self._requestslock:
+                self._requests = []
+        return (True, None)
 
     def stop(self) -> None:
         STATE.record("stop")
         if not self.started:
             return
-        self._stop_event.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._thread = None
-        self.started = False
+        if self._preview is not None and self._event_loop_running:
+            self.dispatch_functions([self.stop_], wait=True, immediate=True)
+        else:
+            self.stop_()
 
     def close(self) -> None:
         STATE.record("close")
+        if self._preview:
+            self.stop_preview()
         if not self.is_open:
             return
         self.stop()
@@ -221,16 +327,52 @@ class Picamera2:
         self.camera_config = None
 
     def _run(self, stop: threading.Event) -> None:
+        """The sensor's thread: a request completed every frame interval, the event
+        loop told.  Unprocessed requests hold the camera's buffers: beyond
+        ``buffer_count`` of them the oldest is dropped, as libcamera runs short."""
         assert self.camera_config is not None
         size = self.camera_config["main"]["size"]
+        buffers = self.camera_config.get("buffer_count", 6)
         interval_s = self.camera_config["controls"]["FrameDurationLimits"][0] / 1_000_000
         due = time.monotonic()
         while not stop.is_set():
             if STATE.delivering.is_set():
-                image = Image.new("RGB", size, _COLOURS[self.frames % len(_COLOURS)])
-                request = FakeRequest(image, time.monotonic_ns())
-                self.frames += 1
-                for encoder in list(self._encoders):
-                    encoder.encode(self.encode_stream_name, request)
+                image = Image.new("RGB", size, _COLOURS[self._sensor_frames % len(_COLOURS)])
+                self._sensor_frames += 1
+                with self._requestslock:
+                    self._requests = [
+                        *self._requests[-(buffers - 1) :],
+                        FakeRequest(image, time.monotonic_ns()),
+                    ]
+                self._notify.set()
             due += interval_s
             stop.wait(max(0.0, due - time.monotonic()))
+
+
+#: How long the fake waits for its event loop to run a dispatched job (the real: for ever).
+FOREVER_S = 30.0
+
+
+class _Job:
+    """Functions for the event loop to run, in order; each returns ``(done, result)``."""
+
+    def __init__(self, functions: list[Any]) -> None:
+        self._functions = list(functions)
+        self._done = threading.Event()
+        self._result: Any = None
+
+    def execute(self) -> bool:
+        while self._functions:
+            done, self._result = self._functions[0]()
+            if not done:
+                return False
+            self._functions.pop(0)
+        return True
+
+    def signal(self) -> None:
+        self._done.set()
+
+    def get_result(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise TimeoutError("the camera's event loop did not run the job")
+        return self._result

@@ -38,6 +38,9 @@ class MJPEGEncoder(Encoder):
         return max(5, min(95, round(bits_per_pixel * 150)))
 
     def _encode(self, stream: str, request: Any) -> None:
+        fault = STATE.encoder_fault()  # the real one's ioctl(VIDIOC_QBUF) failing
+        if fault is not None:
+            raise fault
         out = io.BytesIO()
         request.image.save(out, format="JPEG", quality=self.jpeg_quality())
         with STATE.lock:
