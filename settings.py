@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cameras import DRIVERS, CameraConfig, check_driver
+from cameras.relay import MAX_PART_BYTES
 from frame import CameraError
 from handlers.cors import normalize_origin
 from handlers.pages import clean_prefix
@@ -159,6 +160,19 @@ def parse_size(text: str | int | float) -> int:
     size = int(_quantity(text, _SIZE_UNITS, r"[kmgt]i?b?|b", "a size (such as 500M or 20G)"))
     if size < 1_000_000:
         raise ValueError(f"{text!r} is too small: keep at least 1M")
+    return size
+
+
+#: The smallest part cap ``--relay-max-part`` takes, bytes (the largest: MAX_PART_BYTES).
+MIN_PART_BYTES = 64_000
+
+
+def parse_part_size(text: str | int | float) -> int:
+    """Bytes from ``"8M"``, ``"500K"``, ``"16MiB"`` or a number (``--relay-max-part``),
+    64K to 16MiB; ValueError if not."""
+    size = int(_quantity(text, _SIZE_UNITS, r"[kmgt]i?b?|b", "a size (such as 8M or 500K)"))
+    if not MIN_PART_BYTES <= size <= MAX_PART_BYTES:
+        raise ValueError(f"{text!r} is out of range (64K to 16MiB)")
     return size
 
 
@@ -686,6 +700,18 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
         limit=Limit(float, 0.1, 600, "seconds"),
         field="snapshot_timeout_s",
+    ),
+    Option(
+        "--relay-max-part",
+        "camera",
+        "the largest part (one JPEG) an mjpeg camera takes from its upstream, 64K-16MiB (8M when not "
+        "given): a larger part, or as many bytes without a boundary, is the camera's error and is "
+        "never held in memory",
+        parse=_parsed(parse_part_size),
+        metavar="SIZE",
+        into=CAMERA,
+        field="max_part_bytes",
+        toml="relay_max_part",
     ),
     Option(
         "--record",

@@ -135,6 +135,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "--record-segment": ("60", 60.0),
     "--record-max-size": ("2G", parse_size("2G")),
     "--record-max-age": ("7d", parse_age("7d")),
+    "--relay-max-part": ("4M", 4_000_000),
     "--log-level": ("DEBUG", "debug"),
 }
 WITH_ENV = [o for o in OPTIONS if o.env_names]
