@@ -35,6 +35,30 @@ log = logging.getLogger(__name__)
 
 #: How often the edges' interest is looked at, ms.
 INTEREST_CHECK_MS = 500
+#: At most this many edges are remembered (an edge id is whatever a bus client says).
+MAX_EDGES = 1024
+#: The longest edge id taken, characters; the most viewers one edge may claim.
+MAX_EDGE_ID = 200
+MAX_EDGE_VIEWERS = 1_000_000
+
+
+def parse_interest(data: bytes) -> tuple[str, int] | None:
+    """An edge's interest message (``{"edge": ID, "viewers": N}``, JSON) as
+    ``(edge, viewers)``, or None when it is not one: not JSON, no string id of
+    1 to :data:`MAX_EDGE_ID` characters, or viewers not a whole number from 0 to
+    :data:`MAX_EDGE_VIEWERS`.  Pure; never raises."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    edge, viewers = body.get("edge"), body.get("viewers", 0)
+    if not isinstance(edge, str) or not 0 < len(edge) <= MAX_EDGE_ID:
+        return None
+    if isinstance(viewers, bool) or not isinstance(viewers, int) or not 0 <= viewers <= MAX_EDGE_VIEWERS:
+        return None
+    return edge, viewers
 
 
 class Publisher(Output):
@@ -65,6 +89,8 @@ class Publisher(Output):
         self._timer: PeriodicCallback | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._too_big_at = -60.0
+        #: Interest messages that were not one, or came from one edge too many.
+        self.interest_rejected = 0
 
     def start(self) -> None:
         """Connect (in the background) and take the feed's frames from now on
@@ -78,12 +104,25 @@ class Publisher(Output):
         await nc.subscribe(interest_subject(self.prefix, self.camera), cb=self._interest)
 
     async def _interest(self, msg: Any) -> None:
-        try:
-            body = json.loads(msg.data)
-            edge, viewers = str(body["edge"]), int(body.get("viewers", 0))
-        except (ValueError, KeyError, TypeError):
+        interest = parse_interest(msg.data)
+        if interest is None:
+            self.interest_rejected += 1
             return
-        self.edges[edge] = (viewers, time.monotonic())
+        edge, viewers = interest
+        now = time.monotonic()
+        if edge not in self.edges and len(self.edges) >= MAX_EDGES:
+            self._forget_edges(now)
+            if len(self.edges) >= MAX_EDGES:  # as many live edges as the bound: a newcomer waits
+                self.interest_rejected += 1
+                return
+        self.edges[edge] = (viewers, now)
+
+    def _forget_edges(self, now: float) -> None:
+        """Drop the edges not heard from within :data:`INTEREST_TTL_S` (the bus's thread,
+        the one that writes ``edges``)."""
+        for edge, (_, at) in list(self.edges.items()):
+            if now - at > INTEREST_TTL_S:
+                self.edges.pop(edge, None)
 
     # -- the source's thread ----------------------------------------------------
     def put(self, frame: Frame) -> None:
@@ -163,6 +202,7 @@ class Publisher(Output):
             "bus_reconnects": self.bus.reconnects,
             "edges": edges,
             "edge_viewers": sum(edges.values()),
+            "interest_rejected": self.interest_rejected,
         }
 
     def close(self) -> asyncio.Future[Any] | None:

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from bus import frame_headers
+from bus import INTEREST_TTL_S, frame_headers
 from cameras import nats as edge
 from cameras.nats import MAX_FRAME_BYTES, REASONS, RejectedMessage, Rejections, check_message
 from feed import FrameFeed
@@ -33,6 +33,7 @@ from frame import Frame
 from handlers.ws import frame_info
 from harness.natsserver import NATS_SERVER, NatsServer
 from harness.process import ROOT
+from outputs.publisher import MAX_EDGES, Publisher, parse_interest
 from outputs.sizes import MAX_WIDTH
 from tests.fakes import FakeCamera
 from tests.mjpeg_client import StreamReader
@@ -170,6 +171,59 @@ def test_drops_are_said_once_a_minute_with_their_count():
 
 
 # -- /status is strict JSON whatever a source says ----------------------------------------
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"viewers": 1}',
+        b'{"edge": "", "viewers": 1}',
+        b'{"edge": 7, "viewers": 1}',
+        json.dumps({"edge": "e" * 201}).encode(),
+        b'{"edge": "e", "viewers": -1}',
+        b'{"edge": "e", "viewers": 1e400}',
+        b'{"edge": "e", "viewers": Infinity}',
+        b'{"edge": "e", "viewers": NaN}',
+        b'{"edge": "e", "viewers": 2.5}',
+        b'{"edge": "e", "viewers": true}',
+        b'{"edge": "e", "viewers": 1000001}',
+        b'{"edge": "e", "viewers": "3"}',
+        b"[" * 100_000,
+    ],
+)
+def test_an_origin_refuses_what_is_not_an_edges_interest(data: bytes):
+    assert parse_interest(data) is None
+
+
+def test_an_origin_remembers_a_bounded_number_of_edges():
+    assert parse_interest(b'{"edge": "hall", "viewers": 3}') == ("hall", 3)
+    assert parse_interest(b'{"edge": "hall"}') == ("hall", 0)
+    camera = FakeCamera()
+    publisher = Publisher(FrameFeed(camera, name="door"), ["nats://127.0.0.1:1"])
+
+    class Message:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+    async def hear_all() -> None:
+        for n in range(MAX_EDGES + 500):
+            await publisher._interest(Message(json.dumps({"edge": f"e{n}", "viewers": 1}).encode()))
+        await publisher._interest(Message(b'{"edge": "e", "viewers": Infinity}'))
+
+    asyncio.run(hear_all())
+    # Every edge is live (heard just now): the bound holds, newcomers are refused and counted.
+    assert len(publisher.edges) == MAX_EDGES
+    assert publisher.status()["interest_rejected"] == 500 + 1
+    assert publisher.status()["edge_viewers"] == MAX_EDGES
+    # Once they have gone quiet, a newcomer takes the place of the expired.
+    for name, (viewers, _) in list(publisher.edges.items()):
+        publisher.edges[name] = (viewers, time.monotonic() - INTEREST_TTL_S - 1)
+    asyncio.run(publisher._interest(Message(b'{"edge": "late", "viewers": 2}')))
+    assert publisher.edges.keys() == {"late"}
+
+
 def refuse_constant(name: str) -> Any:
     raise ValueError(f"not strict JSON: {name}")
 
