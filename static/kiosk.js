@@ -42,7 +42,9 @@
  *
  * It says it is alive (the server's /status lists it under "kiosks", see
  * handlers/kiosks.py): a heartbeat every 5 s, and at once when a connection
- * is made, with this page load's random id, its path, the frames shown, the
+ * is made, with its id (the page's ?kiosk=NAME, 1 to 64 letters, digits, "-"
+ * or "_", naming the display, as docs/kiosk-browser.sh gives it; else a
+ * random one for this page load), its path, the frames shown, the
  * viewport and screen sizes, the reconnects and stalls.  In "ws" mode it is a
  * control message on the socket (FrameSocket.send); in "mjpeg" mode a POST of
  * the same JSON to "heartbeat" (with the page's token), one at a time, given
@@ -99,7 +101,7 @@
     imgConnects: 0,
     probes: 0,
     ws: null,
-    kioskId: newId(),
+    kioskId: /^[A-Za-z0-9_-]{1,64}$/.test(params.get("kiosk") || "") ? params.get("kiosk") : newId(),
     heartbeats: 0,
     heartbeatErrors: 0,
   };
@@ -133,8 +135,9 @@
       screen: [pixels(window.screen.width), pixels(window.screen.height)],
       pixel_ratio: ratio > 0 && ratio <= 16 ? ratio : 1,
       page_uptime_s: Math.round(performance.now()) / 1000,
-      reconnects: state.reconnects,
-      stalls: state.stalls,
+      // (Read from the socket's own counts: the page's are a check behind.)
+      reconnects: state.mode === "ws" && frames ? Math.max(0, frames.stats.connects - 1) : state.reconnects,
+      stalls: state.mode === "ws" && frames ? frames.stats.stalls : state.stalls,
     };
   }
 
