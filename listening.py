@@ -18,6 +18,16 @@ served as soon as a descriptor comes free, or refused about a pause after it
 arrived, and the loop does a few system calls a pause, not a spin.  One
 WARNING a minute says so (the limit, the descriptors open, the connections
 refused); :meth:`Listener.status` counts it.
+
+Every connection accepted gets ``TCP_NOTSENT_LOWAT`` (:data:`NOTSENT_LOWAT_BYTES`):
+the kernel takes no more bytes for it while that many are waiting to be sent.
+Without it, the send buffer of a viewer that reads slowly grows to
+``tcp_wmem``'s maximum (4 MB by default: a hundred frames, minutes old by the time
+they are read, and the machine's TCP memory under pressure with a few hundred
+such viewers): the backlog the feed never keeps would be kept by the kernel.
+With it, the rest of the frame waits in the feed's one pending write, and the
+viewer skips to the newest frame.  A viewer that keeps up is not affected: its
+bytes are sent as soon as they are written.
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ log = logging.getLogger(__name__)
 
 #: accept()'s errors that say there is no room for one more connection now.
 OUT_OF_ROOM = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Unsent bytes the kernel keeps for a connection at most (about 1.5 frames of
+#: 640x480): what a viewer on a slow link may wait for beyond what is in flight.
+NOTSENT_LOWAT_BYTES = 64 * 1024
 PAUSE_MIN_S = 0.1
 PAUSE_MAX_S = 1.0
 WARN_EVERY_S = 60.0
@@ -69,8 +82,8 @@ def _reserve() -> int | None:
 class ListeningSocket(socket.socket):
     """A listening socket whose ``accept()`` tells its :class:`Listener` of a
     shortage of room and then says "nothing to accept" (BlockingIOError) to
-    Tornado's accept handler, which returns.  Made by the Listener; the IOLoop's
-    thread only."""
+    Tornado's accept handler, which returns; a connection it accepts has
+    ``TCP_NOTSENT_LOWAT`` set.  Made by the Listener; the IOLoop's thread only."""
 
     def __init__(
         self,
@@ -95,6 +108,9 @@ class ListeningSocket(socket.socket):
                 raise BlockingIOError(errno.EAGAIN, "accepting paused: no room") from exc
             raise
         self.pause_s = 0.0
+        if self.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            with contextlib.suppress(OSError):
+                pair[0].setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT_BYTES)
         return pair
 
 

@@ -79,3 +79,30 @@ def test_the_reference_serves_the_same_framing(bench_frames, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_slow_viewers_benchmark_keeps_them_and_the_servers_memory_within_its_bound(tmp_path):
+    result = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "bench" / "slow_viewers.py"), "--viewers", "30"),
+            *("--seconds", "2", "--baseline", "1", "--out", str(tmp_path)),
+            *("--json", str(tmp_path / "slow_viewers.json")),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "slow_viewers.json").read_text())
+    assert report["viewers_at_the_server"] == {"mjpeg": 30}
+    assert report["slow"]["still_connected"] == 30 and report["slow"]["bytes_read_per_second_median"] > 0
+    assert report["server"]["frames_skipped"] > 0  # the slow viewers were skipped, not queued for
+    assert report["server"]["viewers_stalled"] == 0
+    assert report["beside"]["errors"] == 0 and report["beside"]["fps_median"] > 0
+    assert report["rss_kb"]["before"] <= report["rss_kb"]["peak"] <= report["rss_kb"]["bound"]
+    assert report["within_bound"] and report["rss_series"]
+    # What the kernel holds for them stays near TCP_NOTSENT_LOWAT each (its send buffer
+    # alone grows to 4 MB a slow viewer).
+    assert report["kernel_send_queues_kb"]["peak"] <= 30 * 256, report["kernel_send_queues_kb"]
+    assert "| the bound |" in (tmp_path / "slow_viewers.md").read_text()
