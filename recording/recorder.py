@@ -93,7 +93,8 @@ class RecordSettings:
     segment_s: float = 300.0
     #: Keep at most this many bytes of this camera's segments (None: no limit).
     max_bytes: int | None = None
-    #: Delete segments that ended longer ago than this (None: no limit).
+    #: Delete segments that ended longer ago than this (None: no limit): on the monotonic
+    #: clock for those recorded since the start, by file time for earlier ones.
     max_age_s: float | None = None
 
 
@@ -284,7 +285,8 @@ class Recorder(Output):
         return "recording" if self.error is None else "error"
 
     def status(self) -> dict[str, Any]:
-        """JSON-ready figures of the recording: ``/status``'s ``"recording"``."""
+        """JSON-ready figures of the recording: ``/status``'s ``"recording"`` (its
+        :attr:`state` first).  IOLoop thread; reads attributes, never blocks."""
         return {
             "state": self.state,
             "directory": str(self.folder),
@@ -372,7 +374,8 @@ class Recorder(Output):
         return False
 
     def _measure(self, writer: MkvWriter) -> None:
-        """Note the rate of a segment's bytes (for :meth:`_room_to_resume`)."""
+        """Note the rate of a finished segment's bytes (for :meth:`_room_to_resume`; not
+        of one cut short, whose last second is missing)."""
         length_s = writer.duration_ms / 1000
         if length_s >= 1.0:
             self._bytes_per_s = writer.bytes_written / length_s
@@ -431,7 +434,6 @@ class Recorder(Output):
             _sync_folder(self.folder)
         except OSError as exc:
             writer.abandon()
-            self._measure(writer)
             if part.exists():
                 self._unfinished.append(part)
             self._failed(exc)
@@ -472,7 +474,6 @@ class Recorder(Output):
         self._writer_name = ""
         if writer is not None:
             writer.abandon()
-            self._measure(writer)
             if writer.path.exists():
                 self._unfinished.append(writer.path)
         self._failed_until = time.monotonic() + self.retry_s

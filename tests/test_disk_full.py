@@ -1,10 +1,11 @@
-"""Recording onto a disk that fills: a real tmpfs of 3 MB, mounted by the test, under a
-real server recording the emulated camera while a viewer watches.
+"""Recording onto a disk that fills: a real tmpfs of a few megabytes, mounted by the test,
+under a real server recording the emulated camera while a viewer watches.
 
 Without a size limit the disk fills: the recording stops with one WARNING, /status says
 so, the viewer keeps its frame rate, every finished segment plays, the segment cut short
-is finished at once, and recording resumes by itself once the test frees room.  With
-``--record-max-size`` below the disk's size, retention keeps the disk from filling at all.
+is finished at once, a little room freed does not make it flap, and recording resumes by
+itself once the test frees room for a segment.  With ``--record-max-size`` below the
+disk's size, retention keeps the disk from filling at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from tests.camera_polling import wait_for
 from tests.media import centre_colours, packet_times, require_ffmpeg
 from tests.mjpeg_client import StreamReader
 
-DISK_BYTES = 3 * 1024 * 1024
+MB = 1024 * 1024
+DISK_BYTES = 3 * MB
 SIZE = (320, 240)  # about 300 KB a second at 30 fps: the disk fills in about 10 s
 FPS = 30
 ARGS = ["--camera", "emulated", "--width", str(SIZE[0]), "--height", str(SIZE[1]), "--fps", str(FPS)]
@@ -59,10 +61,10 @@ def small_disk(path: Path, size_bytes: int = DISK_BYTES) -> Iterator[Path]:
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MB disk of its own; asked for before ``start_server``, so the server has
-    stopped before it is unmounted."""
-    with small_disk(tmp_path / "disk") as path:
+def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A disk of its own, 3 MB unless parametrized (indirect); asked for before
+    ``start_server``, so the server has stopped before it is unmounted."""
+    with small_disk(tmp_path / "disk", getattr(request, "param", DISK_BYTES)) as path:
         yield path
 
 
@@ -101,11 +103,14 @@ def warnings(server) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.alone  # the viewer's frame rate
+@pytest.mark.parametrize("disk", [5 * MB], indirect=True)
 def test_a_full_disk_stops_the_recording_once_and_it_resumes_when_there_is_room(
     disk: Path, start_server
 ) -> None:
     folder = disk / "emulated"
-    server = start_server(*ARGS, "--record", str(disk), "--record-segment", "2")
+    ballast = disk / "ballast"  # not a segment: the test's, to free later
+    ballast.write_bytes(bytes(600_000))
+    server = start_server(*ARGS, "--record", str(disk), "--record-segment", "4")
     viewer = StreamReader(server.port)
     states: list[str] = []
 
@@ -115,6 +120,16 @@ def test_a_full_disk_stops_the_recording_once_and_it_resumes_when_there_is_room(
             states.append(status["state"])
         return status if status["state"] == wanted else None
 
+    def not_recorded_for(seconds: float) -> None:
+        """Wait until ``seconds`` of frames more have gone unrecorded, the state an error."""
+        start = recording(server)["frames_not_recorded"]
+        wait_for(
+            lambda: state_is("error") and recording(server)["frames_not_recorded"] >= start + seconds * FPS,
+            timeout_s=seconds + 30,
+            what=f"{seconds} s of frames not recorded",
+            poll_s=0.2,
+        )
+
     try:
         # The disk fills: one WARNING, the state an error, the cut segment finished at once.
         failed = wait_for(lambda: state_is("error"), timeout_s=60, what="the disk full", poll_s=0.05)
@@ -122,21 +137,16 @@ def test_a_full_disk_stops_the_recording_once_and_it_resumes_when_there_is_room(
         assert not list(folder.glob("*.part")), "the segment cut short is finished at once"
         finished = sorted(folder.glob("*.mkv"))
         assert len(finished) >= 3
-        # Not a WARNING a frame: frames go unrecorded for longer than a retry (10 s)...
-        not_recorded = failed["frames_not_recorded"]
-        wait_for(
-            lambda: state_is("error") and recording(server)["frames_not_recorded"] >= not_recorded + 12 * FPS,
-            timeout_s=40,
-            what="12 s of frames not recorded",
-            poll_s=0.2,
-        )
-        # ...and the disk stays full (no part tried over and over into the room the cut freed).
-        assert free_bytes(disk) < 600_000
+        # A little room (600 KB: two seconds, not a segment) does not make it flap: no
+        # attempt fills it a second later, with a WARNING each time.  Longer than a retry (10 s).
+        ballast.unlink()
+        not_recorded_for(12)
+        assert free_bytes(disk) >= 600_000
         assert [w for w in warnings(server) if FULL in w] == warnings(server)
         assert len(warnings(server)) == 1, warnings(server)
         # Every finished segment plays, the one cut short included (it ends at its last whole second).
         frames = [assert_plays(path) for path in finished]
-        assert all(count <= 2 * FPS + 1 for count in frames), frames
+        assert all(count <= 4 * FPS + 1 for count in frames), frames
         assert "cut short by a write error" in server.log_text()
         # Room again (the test deletes the oldest segments): recording resumes by itself.
         for path in finished[:-1]:
@@ -158,7 +168,7 @@ def test_a_full_disk_stops_the_recording_once_and_it_resumes_when_there_is_room(
     assert states == ["recording", "error", "recording"], states
     # The viewer kept the camera's rate all along: the fill, the error, the resumption.
     span_s = parts[-1].arrived - parts[0].arrived
-    assert span_s > 20
+    assert span_s > 30
     fps = (len(parts) - 1) / span_s
     assert fps >= 29, f"{fps:.2f} fps over {span_s:.1f} s"
     gaps = [b.arrived - a.arrived for a, b in itertools.pairwise(parts)]
@@ -185,7 +195,7 @@ def test_a_size_limit_below_the_disk_keeps_it_from_filling(disk: Path, start_ser
         status = recording(server)
         states.add(status["state"])
         lowest_free = min(lowest_free, free_bytes(disk))
-        return status["bytes_recorded"] > 1.3 * DISK_BYTES
+        return status["state"] != "recording" or status["bytes_recorded"] > 1.3 * DISK_BYTES
 
     wait_for(written_more_than_the_disk_holds, timeout_s=60, what="4 MB recorded", poll_s=0.05)
     status = recording(server)
