@@ -24,6 +24,13 @@
  * (minDelayMs, doubling to maxDelayMs, reset once a frame arrives).  A
  * watchdog closes a socket that has received nothing for stallMs (the server
  * repeats a still picture every second, so silence means a dead connection).
+ * Every timer reads performance.now() (monotonic), never Date.now(): a jump of
+ * the machine's clock (NTP at boot) neither trips nor stalls the watchdog.  The
+ * frames' ages read wallMs() (the clock at the page's start plus
+ * performance.now()), so such a jump does not skew them either: the offset to
+ * the server's clock absorbs whatever the clock said at the start.
+ * send(message) sends a control message (an object, as JSON) on the open
+ * socket (the kiosk's heartbeat); false when none is open.
  *
  * Browsers hide why a handshake failed.  After two sockets in a row closed
  * before they opened, it asks the server once ("ws?origin=<our origin>", a
@@ -150,6 +157,12 @@
   function requestedFps() {
     const fps = Number(new URLSearchParams(global.location.search).get("fps"));
     return fps > 0 ? fps : null;
+  }
+
+  /** Unix milliseconds that never jump: the clock at the page's start plus performance.now(). */
+  function wallMs() {
+    const origin = global.performance.timeOrigin;
+    return typeof origin === "number" && origin > 0 ? origin + global.performance.now() : Date.now();
   }
 
   const COMMENT = /^camstream seq=(\d+) t=([0-9.]+)$/;
@@ -399,6 +412,14 @@
       this._lastSeq = null;
     }
 
+    /** Send ``message`` (an object, as JSON) on the open socket: true if sent, false if none is open. */
+    send(message) {
+      const socket = this._socket;
+      if (!socket || socket.readyState !== 1) return false;
+      socket.send(JSON.stringify(message));
+      return true;
+    }
+
     _sync(socket) {
       if (socket === this._socket && socket.readyState === 1) {
         socket.send(JSON.stringify({ time: global.performance.now() }));
@@ -522,7 +543,7 @@
       if (typeof message.server_time !== "number") return;
       if (message.type === "hello") {
         this.stats.hello = message;
-        if (this._bestRttMs === Infinity) this.stats.clockOffsetS = message.server_time - Date.now() / 1000;
+        if (this._bestRttMs === Infinity) this.stats.clockOffsetS = message.server_time - wallMs() / 1000;
       } else if (message.type === "reply" && typeof message.time === "number") {
         // Our request left at message.time (performance.now()); the server's clock
         // read server_time in between: offset within half the round trip.
@@ -530,7 +551,7 @@
         if (rttMs >= 0 && rttMs <= this._bestRttMs) {
           this._bestRttMs = rttMs;
           this.stats.clockRttMs = rttMs;
-          this.stats.clockOffsetS = message.server_time - (Date.now() - rttMs / 2) / 1000;
+          this.stats.clockOffsetS = message.server_time - (wallMs() - rttMs / 2) / 1000;
         }
       }
     }
@@ -553,7 +574,7 @@
               stats.everFramed = true;
               stats.failuresSinceFrame = 0;
               this._retry.reset();
-              info.ageMs = info.t === null ? null : (Date.now() / 1000 + stats.clockOffsetS - info.t) * 1000;
+              info.ageMs = info.t === null ? null : (wallMs() / 1000 + stats.clockOffsetS - info.t) * 1000;
               this.onFrame(bitmap, info);
             } finally {
               if (typeof bitmap.close === "function") bitmap.close();
