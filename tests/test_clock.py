@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ def tools_present() -> None:
         pytest.fail("libfaketime is missing: run scripts/test.sh, which installs Debian's faketime")
 
 
+SHM = Path("/dev/shm")
+
+
 class FakeClock:
     """The wall clock of the processes started with :attr:`env`: the real one plus an
     offset the test sets at any moment (libfaketime reads the file at every call)."""
@@ -63,6 +67,24 @@ class FakeClock:
         scratch = self.file.with_suffix(".new")
         scratch.write_text(offset + "\n")
         os.replace(scratch, self.file)
+
+
+def shm_pids() -> set[int]:
+    """The processes that libfaketime's shared memory in /dev/shm is named after."""
+    return {int(p.name.rpartition("_")[2]) for p in SHM.glob("faketime_shm_*") if p.name[-1].isdigit()}
+
+
+@pytest.fixture
+def fake_clock(tmp_path: Path) -> Iterator[FakeClock]:
+    """A :class:`FakeClock`; asked for before ``start_server``, so its servers have ended
+    when it removes what libfaketime left in /dev/shm for those of them that could not
+    exit properly (a stale file there breaks the next process with the same PID)."""
+    before = shm_pids()
+    yield FakeClock(tmp_path)
+    for pid in shm_pids() - before:
+        if not Path(f"/proc/{pid}").exists():
+            for stale in (SHM / f"faketime_shm_{pid}", SHM / f"sem.faketime_sem_{pid}"):
+                stale.unlink(missing_ok=True)
 
 
 def status(server) -> dict:
@@ -112,8 +134,10 @@ class Files:
 
 @pytest.mark.slow
 @pytest.mark.alone  # frame rates and the idle timer's delay
-def test_streaming_and_recording_go_on_through_clock_jumps(tmp_path: Path, start_server) -> None:
-    clock = FakeClock(tmp_path)
+def test_streaming_and_recording_go_on_through_clock_jumps(
+    tmp_path: Path, fake_clock: FakeClock, start_server
+) -> None:
+    clock = fake_clock
     config = tmp_path / "cameras.toml"
     config.write_text(
         '[cameras.yard]\ndriver = "emulated"\n\n[cameras.lobby]\ndriver = "emulated"\nrecord = false\n'
@@ -197,7 +221,9 @@ def test_streaming_and_recording_go_on_through_clock_jumps(tmp_path: Path, start
 
 
 @pytest.mark.slow
-def test_a_clock_set_back_over_what_was_recorded_overwrites_nothing(tmp_path: Path, start_server) -> None:
+def test_a_clock_set_back_over_what_was_recorded_overwrites_nothing(
+    tmp_path: Path, fake_clock: FakeClock, start_server
+) -> None:
     folder = tmp_path / "rec"
     camera = folder / "yard"
     camera.mkdir(parents=True)
@@ -213,7 +239,7 @@ def test_a_clock_set_back_over_what_was_recorded_overwrites_nothing(tmp_path: Pa
             writer.add(jpeg(COLOURS[(second + i) % len(COLOURS)], (64, 48)), i * 100)
         writer.close()
         old[path.name] = digest(path)
-    clock = FakeClock(tmp_path)
+    clock = fake_clock
     server = start_server(
         *("--camera", "yard=emulated", "--fps", str(FPS), "--width", str(SIZE[0]), "--height", str(SIZE[1])),
         *("--record", str(folder), "--record-segment", "2"),

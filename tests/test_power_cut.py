@@ -73,6 +73,7 @@ def assert_plays(path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # the loss is measured in time, the loop bounded in time
 def test_twenty_power_cuts_lose_at_most_the_second_being_gathered(tmp_path: Path, start_server) -> None:
     folder = tmp_path / "rec"
     camera = folder / "emulated"
@@ -105,7 +106,7 @@ def test_twenty_power_cuts_lose_at_most_the_second_being_gathered(tmp_path: Path
     server.start()
     assert server.stop() == 0
     elapsed_s = time.monotonic() - began
-    assert elapsed_s < 120, f"the cuts took {elapsed_s:.0f} s"
+    assert elapsed_s < 90, f"the cuts took {elapsed_s:.0f} s"
 
     assert not list(camera.glob("*.part"))
     segments = sorted(camera.glob("*.mkv"))
