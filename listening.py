@@ -22,9 +22,9 @@ refused); :meth:`Listener.status` counts it.
 Every connection accepted gets ``TCP_NOTSENT_LOWAT`` (:data:`NOTSENT_LOWAT_BYTES`):
 the kernel takes no more bytes for it while that many are waiting to be sent.
 Without it, the send buffer of a viewer that reads slowly grows to
-``tcp_wmem``'s maximum (4 MB by default: a hundred frames, minutes old by the time
-they are read, and the machine's TCP memory under pressure with a few hundred
-such viewers): the backlog the feed never keeps would be kept by the kernel.
+``tcp_wmem``'s maximum (4 MB by default: some 70 frames of 40 KB, minutes old
+by the time they are read, and the machine's TCP memory under pressure with a
+few hundred such viewers): the backlog the feed never keeps would be kept by the kernel.
 With it, the rest of the frame waits in the feed's one pending write, and the
 viewer skips to the newest frame.  A viewer that keeps up is not affected: its
 bytes are sent as soon as they are written.
@@ -100,6 +100,8 @@ class ListeningSocket(socket.socket):
         self.pause_s = 0.0
 
     def accept(self) -> tuple[socket.socket, Any]:
+        """``(connection, address)`` as ``socket.accept``; out of room, the socket
+        is paused and BlockingIOError raised (Tornado's "nothing more to accept")."""
         try:
             pair = super().accept()
         except OSError as exc:
