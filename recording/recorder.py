@@ -14,9 +14,10 @@ when the picture's size changes, and when the clock goes back.  The segment
 being written is named ``*.mkv.part``; it is renamed when finished.  A part
 left by a crash is finished on the next start (see
 :func:`recording.mkv.recover`).  Frames reach the file a Cluster (a second)
-at a time, and each new Cluster is synced to disk (at most every
-``sync_interval_s``), so a crash or a power cut loses at most the second
-being gathered, and the next start finishes the rest.
+at a time (a second without frames writes what was gathered), and each new
+Cluster is synced to disk (at most every ``sync_interval_s``), so a crash
+loses at most the second being gathered, a power cut at most about a second
+more (what was not synced yet), and the next start finishes the rest.
 
 A name is never reused: a segment that would start in the same second as a
 file of the folder (two sizes in one second, or a clock set back an hour over
