@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 # Debian's chromium, firefox-esr and WebKitGTK (webkit2gtk-driver, under xvfb: the
 # page tests run in all three engines), ffmpeg (a consumer of the stream, and the
-# check that recordings play), nginx (the reverse-proxy tests) and nats-server (an
-# origin and its edges).
+# check that recordings play), nginx (the reverse-proxy tests), nats-server (an
+# origin and its edges) and faketime (libfaketime: the wall clock jumped under a
+# running server).
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/firefox-esr ] || missing="$missing firefox-esr"
@@ -18,6 +19,7 @@ missing=""
 [ -x /usr/bin/ffmpeg ] && [ -x /usr/bin/ffprobe ] || missing="$missing ffmpeg"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || missing="$missing nats-server"
+compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || missing="$missing faketime"
 if [ -n "$missing" ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
