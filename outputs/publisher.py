@@ -17,8 +17,6 @@ import logging
 import time
 from typing import Any
 
-from tornado.ioloop import PeriodicCallback
-
 from bus import (
     DEFAULT_PREFIX,
     INTEREST_TTL_S,
@@ -29,7 +27,7 @@ from bus import (
     shown,
 )
 from feed import FrameFeed, Hold, Output
-from frame import CameraError, Frame, Newest
+from frame import CameraError, Frame, Newest, Periodic
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ class Publisher(Output):
         #: edge id -> (viewers, monotonic time heard), written on the bus's thread.
         self.edges: dict[str, tuple[int, float]] = {}
         self._hold: Hold | None = None
-        self._timer: PeriodicCallback | None = None
+        self._timer: Periodic | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._too_big_at = -60.0
         #: Interest messages that were not one, or came from one edge too many.
@@ -97,7 +95,7 @@ class Publisher(Output):
         (IOLoop).  Raises CameraError without nats-py."""
         self.bus.start()
         self.feed.attach(self, hold=False)
-        self._timer = PeriodicCallback(self._check_interest, INTEREST_CHECK_MS)
+        self._timer = Periodic(self._check_interest, INTEREST_CHECK_MS)
         self._timer.start()
 
     async def _subscribe(self, nc: Any) -> None:
