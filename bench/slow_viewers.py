@@ -286,7 +286,8 @@ def write_report(out: Path, result: dict) -> None:
     series = result["rss_series"]
     step = max(1, len(series) // 12)
     rows = "\n".join(
-        f"| {t:.0f} | {mb(kb)} | {mb(queued)} |" for t, kb, queued in [*series[::step], series[-1]]
+        f"| {t:.0f} | {mb(kb)} | {mb(queued)} |"
+        for t, kb, queued in series[::step] + ([series[-1]] if (len(series) - 1) % step else [])
     )
     kernel = result["kernel_send_queues_kb"]
     load = result["load_average"]
