@@ -27,7 +27,8 @@ by the time they are read, and the machine's TCP memory under pressure with a
 few hundred such viewers): the backlog the feed never keeps would be kept by the kernel.
 With it, the rest of the frame waits in the feed's one pending write, and the
 viewer skips to the newest frame.  A viewer that keeps up is not affected: its
-bytes are sent as soon as they are written.
+bytes are sent as soon as they are written.  An adaptive viewer's socket is
+held tighter still by handlers/viewing.py (32 KB).
 """
 
 from __future__ import annotations
