@@ -35,6 +35,7 @@ from harness.natsserver import NATS_SERVER, NatsServer
 from harness.process import ROOT
 from outputs.publisher import MAX_EDGES, Publisher, parse_interest
 from outputs.sizes import MAX_WIDTH
+from tests.conftest import run_private
 from tests.fakes import FakeCamera
 from tests.mjpeg_client import StreamReader
 
@@ -212,7 +213,7 @@ def test_an_origin_remembers_a_bounded_number_of_edges():
             await publisher._interest(Message(json.dumps({"edge": f"e{n}", "viewers": 1}).encode()))
         await publisher._interest(Message(b'{"edge": "e", "viewers": Infinity}'))
 
-    asyncio.run(hear_all())
+    run_private(hear_all())
     # Every edge is live (heard just now): the bound holds, newcomers are refused and counted.
     assert len(publisher.edges) == MAX_EDGES
     assert publisher.status()["interest_rejected"] == 500 + 1
@@ -220,7 +221,7 @@ def test_an_origin_remembers_a_bounded_number_of_edges():
     # Once they have gone quiet, a newcomer takes the place of the expired.
     for name, (viewers, _) in list(publisher.edges.items()):
         publisher.edges[name] = (viewers, time.monotonic() - INTEREST_TTL_S - 1)
-    asyncio.run(publisher._interest(Message(b'{"edge": "late", "viewers": 2}')))
+    run_private(publisher._interest(Message(b'{"edge": "late", "viewers": 2}')))
     assert publisher.edges.keys() == {"late"}
 
 
