@@ -287,6 +287,9 @@ def test_ffmpeg_reads_a_named_camera(ffmpeg, cameras_server):
     assert_camera_frames([image_colour(frame, GREYS) for frame in frames], GREYS)
 
 
+# Alone: on a starved machine the camera can miss a second, and the server then
+# repeats its still picture (the keep-alive), which reads here as a duplicate.
+@pytest.mark.alone
 def test_ffmpeg_records_the_stream_without_reencoding(ffmpeg, cameras_server, tmp_path):
     out = tmp_path / "out.mkv"
     result = run_tool(
