@@ -130,11 +130,14 @@ def make_app(
     feeds: FrameFeed | Mapping[str, FrameFeed],
     recorders: Mapping[str, Recorder] | None = None,
     variants: Mapping[str, Variants] | None = None,
+    listening: Callable[[], Mapping[str, Any]] | None = None,
 ) -> tornado.web.Application:
     """The Tornado application over the feeds (name to feed, in order; a lone
     feed is a server of one camera), their variants (by name; None: made here
     and attached to the feeds, :func:`make_variants`) and the recorders of the
-    recording cameras (by name; their folders are served under ``/recordings/``)."""
+    recording cameras (by name; their folders are served under ``/recordings/``);
+    ``listening``: the listening sockets' status (``listening.Listener.status``),
+    shown in ``/status`` and ``/metrics``."""
     if isinstance(feeds, FrameFeed):
         feeds = {feeds.name: feeds}
     if variants is None:
@@ -150,6 +153,7 @@ def make_app(
         base_path=settings.base_path,
         recorders=recorders,
         frame_ancestors=settings.frame_ancestors,
+        listening=listening,
     )
     return tornado.web.Application(
         rules,
@@ -440,7 +444,7 @@ async def serve(settings: Settings) -> None:
     listener = Listener(bound, tls=tls is not None)  # pauses, not spins, when out of descriptors
     sockets = listener.sockets
     server = HTTPServer(
-        make_app(settings, feeds, recorders),
+        make_app(settings, feeds, recorders, listening=listener.status),
         xheaders=False,
         ssl_options=tls,
         idle_connection_timeout=60,

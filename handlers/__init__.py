@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,7 @@ def _site_rules(
     snapshot_timeout_s: float,
     recording: bool,
     kiosks: Kiosks | None = None,
+    listening: Callable[[], Mapping[str, Any]] | None = None,
 ) -> list[Rule]:
     """The URLs of the server as a whole: the favicon, the mjpg-streamer
     aliases of the first camera, ``/metrics``, and the camera list (at
@@ -220,7 +221,11 @@ def _site_rules(
             SnapshotHandler,
             {"variants": first, "timeout_s": snapshot_timeout_s},
         ),
-        Rule(PathMatches(_paths("", "/metrics")), MetricsHandler, {"registry": make_registry(feeds, kiosks)}),
+        Rule(
+            PathMatches(_paths("", "/metrics")),
+            MetricsHandler,
+            {"registry": make_registry(feeds, kiosks, listening)},
+        ),
         Rule(PathMatches(r"/cameras$"), RelativeRedirectHandler, {"location": "cameras/"}),
         Rule(PathMatches(r"/cameras/$"), PageHandler, camera_list("../", "../static/")),
     ]
@@ -241,10 +246,12 @@ def routes(
     base_path: str = "",
     recorders: Mapping[str, Recorder] | None = None,
     frame_ancestors: str = "*",
+    listening: Callable[[], Mapping[str, Any]] | None = None,
 ) -> list[Rule]:
     """Every URL the server answers, in one place; all of them under ``base_path``
     if given (see :func:`under_base_path`).  ``variants``: each camera's (by
     name, as ``feeds``), which its stream and snapshot handlers serve;
+    ``listening``: the listening sockets' status, in ``/status`` and ``/metrics``;
     ``frame_ancestors``: the CSP source list of who may frame ``/kiosk`` (the
     other pages: nobody).  Reads the favicon from ``static_path`` (blocking:
     at start).
@@ -259,7 +266,7 @@ def routes(
         raise ValueError("a server needs at least one camera")
     loader = tornado.template.Loader(template_path, autoescape="xhtml_escape")
     first = variants[next(iter(feeds))]
-    status = {"version": version, "started_at": started_at}
+    status = {"version": version, "started_at": started_at, "listening": listening}
     kiosks = Kiosks()  # one per application: every camera's kiosks
     common = {
         "kiosks": kiosks,
@@ -269,7 +276,7 @@ def routes(
         "frame_ancestors": frame_ancestors,
     }
     recording = any(recorder is not None for recorder in recorders.values())
-    rules = _site_rules(feeds, first, loader, static_path, snapshot_timeout_s, recording, kiosks)
+    rules = _site_rules(feeds, first, loader, static_path, snapshot_timeout_s, recording, kiosks, listening)
     rules += _recording_rules({name: _folder(recorders.get(name)) for name in feeds}, loader)
     # The short URLs: the first camera, but /status covers every camera.
     rules += _camera_rules(

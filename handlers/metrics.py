@@ -9,7 +9,8 @@ with ``prometheus_client``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -169,12 +170,40 @@ class KioskCollector(Collector):
             )
 
 
-def make_registry(feeds: Mapping[str, FrameFeed], kiosks: Kiosks | None = None) -> CollectorRegistry:
-    """A registry of the feeds, the kiosks and this process (one per application)."""
+class ListeningCollector(Collector):
+    """The listening sockets' shortages of file descriptors (``listening.Listener.status``):
+    how often accepting paused, and the connections refused for it."""
+
+    def __init__(self, listening: Callable[[], Mapping[str, Any]]) -> None:
+        self.listening = listening
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        status = self.listening()
+        yield CounterMetricFamily(
+            "camstream_accept_pauses",
+            "Pauses of accepting connections for want of file descriptors (each 0.1 to 1 s).",
+            value=status["accept_pauses"],
+        )
+        yield CounterMetricFamily(
+            "camstream_connections_refused",
+            "Connections answered 503 (or closed, on a TLS port) for want of file descriptors.",
+            value=status["connections_refused"],
+        )
+
+
+def make_registry(
+    feeds: Mapping[str, FrameFeed],
+    kiosks: Kiosks | None = None,
+    listening: Callable[[], Mapping[str, Any]] | None = None,
+) -> CollectorRegistry:
+    """A registry of the feeds, the kiosks, the listening sockets (``listening``: their
+    status, see :class:`ListeningCollector`) and this process (one per application)."""
     registry = CollectorRegistry()
     registry.register(FeedCollector(feeds))
     if kiosks is not None:
         registry.register(KioskCollector(kiosks))
+    if listening is not None:
+        registry.register(ListeningCollector(listening))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

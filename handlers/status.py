@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from feed import FrameFeed
@@ -43,9 +43,11 @@ class StatusHandler(BaseHandler):
         started_at: float,
         feeds: Mapping[str, FrameFeed] | None = None,
         kiosks: Kiosks | None = None,
+        listening: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.feed = feed
         self.kiosks = kiosks
+        self.listening = listening
         self.feeds = feeds
         self.version = version
         self.started_at = started_at
@@ -64,6 +66,8 @@ class StatusHandler(BaseHandler):
         }
         if self.feeds is not None:
             body["cameras"] = {name: feed.status() for name, feed in self.feeds.items()}
+        if self.listening is not None:
+            body["listening"] = dict(self.listening())
         if self.kiosks is not None:
             body["kiosks"] = self.kiosks.status(None if self.feeds is not None else self.feed.name)
         self.set_header("Content-Type", "application/json")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.process import ROOT, ServerProcess, stop_process
 from listening import REFUSAL
@@ -155,6 +156,19 @@ def test_out_of_descriptors_the_server_pauses_refuses_cleanly_and_keeps_its_view
     finally:
         again.close()
     Image.open(io.BytesIO(part.body)).load()
+    # /status and /metrics count the pauses and the refusals, and say it accepts again.
+    code, _, body = server.get("/status")
+    listening = json.loads(body)["listening"]
+    assert code == 200 and listening["accepting"] is True, listening
+    assert listening["accept_pauses"] > 0 and listening["connections_refused"] >= counts["refused"], listening
+    code, _, body = server.get("/metrics")
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    assert samples["camstream_accept_pauses_total"] == listening["accept_pauses"], samples
+    assert samples["camstream_connections_refused_total"] == listening["connections_refused"], samples
     text = server.log_text()
     assert text.count("out of file descriptors (ulimit -n 256)") == 1, text  # one a minute
     assert "Traceback" not in text and " ERROR " not in text
