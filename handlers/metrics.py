@@ -107,6 +107,17 @@ class FeedCollector(Collector):
         edges = GaugeMetricFamily(
             "camstream_edge_viewers", "Viewers of the edges heard from (an origin).", labels=["camera"]
         )
+        writing = GaugeMetricFamily(
+            "camstream_recording_writing",
+            "1 while a recording camera's segments are written; 0 while recording fails "
+            "(a full disk: /status recording.state says which).",
+            labels=["camera"],
+        )
+        parts_dropped = CounterMetricFamily(
+            "camstream_relay_parts_dropped",
+            "Parts an mjpeg (relay) camera dropped for not being whole JPEGs.",
+            labels=["camera"],
+        )
         steps = CounterMetricFamily(
             "camstream_adapt_steps",
             "Viewers moved to a smaller (down) or larger (up) variant by adaptation.",
@@ -136,6 +147,10 @@ class FeedCollector(Collector):
             if recording:
                 for key in RECORDING_COUNTERS:
                     counters[key].add_metric([name], recording[key])
+                writing.add_metric([name], 1 if recording.get("state") == "recording" else 0)
+            relay = status.get("relay")
+            if relay:
+                parts_dropped.add_metric([name], relay["parts_dropped"])
             kinds = status["viewers"]
             for kind in sorted(set(VIEWER_KINDS) | set(kinds)):
                 viewers.add_metric([name, kind], kinds.get(kind, 0))
@@ -145,6 +160,8 @@ class FeedCollector(Collector):
         yield from (viewers, online, running, by_variant, encoded, encode_cpu, running_variants, steps)
         # Only on servers with a bus (an origin or an edge): no empty families elsewhere.
         yield from (family for family in (*bus_counters.values(), rejected, edges) if family.samples)
+        # Only where a camera records, or relays.
+        yield from (family for family in (writing, parts_dropped) if family.samples)
 
 
 class KioskCollector(Collector):

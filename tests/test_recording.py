@@ -241,6 +241,7 @@ def test_metrics_count_the_recording(tmp_path: Path, start_server) -> None:
     assert samples["camstream_segments_recorded_total"] >= 1
     assert samples["camstream_bytes_recorded_total"] > 0
     assert samples["camstream_frames_not_recorded_total"] == 0
+    assert samples["camstream_recording_writing"] == 1
 
 
 @pytest.mark.slow

@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cameras import CameraConfig, create_camera
 from cameras.relay import MultipartParser, Part, RelayCamera, parse_source
+from feed import FrameFeed
 from frame import CameraError
+from handlers.metrics import make_registry
 from harness.colours import jpeg
 from tests.camera_polling import live_frames, wait_for
 from tests.conftest import ROOT
@@ -344,6 +348,14 @@ def test_only_whole_jpegs_are_relayed_and_the_rest_is_counted(scripted, cameras,
         "parts_dropped": 1,
         "max_part_bytes": 8_000_000,
     }
+    # ... and in /metrics.
+    registry = make_registry({"door": FrameFeed(camera, name="door")})
+    [family] = [
+        f
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        if f.name == "camstream_relay_parts_dropped"
+    ]
+    assert [(s.labels, s.value) for s in family.samples] == [({"camera": "door"}, 1)]
     dropped = [r.getMessage() for r in caplog.records if "dropped a part" in r.getMessage()]
     assert dropped == [
         f"relay (mjpeg) camera: dropped a part that is not a whole JPEG, SOI to EOI ({len(cut)} bytes, "
