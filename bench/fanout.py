@@ -123,13 +123,17 @@ class Process:
         stop_process(self.proc)
 
 
-def start_server(frames: Path, logs: Path, idle_timeout: float = 5.0) -> Process:
+def start_server(
+    frames: Path, logs: Path, idle_timeout: float = 5.0, *extra: str, max_clients: int = 5000
+) -> Process:
+    """A server of ``frames`` at 30 fps on a free port (``extra``: more options), its log
+    in ``logs``; returns once it answers ``/status``."""
     port = free_port()
     proc = Process(
         [
             *(sys.executable, str(ROOT / "server.py"), "--port", str(port), "--camera", "files"),
             *("--source", str(frames), "--fps", "30", "--idle-timeout", str(idle_timeout)),
-            *("--log-level", "warning", "--max-clients", "5000"),
+            *("--log-level", "warning", "--max-clients", str(max_clients), *extra),
         ],
         port,
         logs / f"server-{port}.log",

@@ -56,9 +56,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import fanout  # noqa: E402
 from bench.fanout import LOAD_CPU, Process, machine, make_frames  # noqa: E402
 from bench.load import server_rss_kb  # noqa: E402
-from harness.process import free_port  # noqa: E402
 
 log = logging.getLogger("bench.slow_viewers")
 
@@ -71,18 +71,10 @@ TICK_S = 0.25
 
 
 def start_server(frames: Path, logs: Path, viewers: int, stall_timeout_s: float) -> Process:
-    port = free_port()
-    proc = Process(
-        [
-            *(sys.executable, str(ROOT / "server.py"), "--port", str(port), "--camera", "files"),
-            *("--source", str(frames), "--fps", "30", "--log-level", "warning"),
-            *("--max-clients", str(viewers + 100), "--stall-timeout", str(stall_timeout_s)),
-        ],
-        port,
-        logs / f"server-{port}.log",
+    """The fan-out benchmark's server, with room for ``viewers`` and their stall timeout."""
+    return fanout.start_server(
+        frames, logs, 5.0, "--stall-timeout", str(stall_timeout_s), max_clients=viewers + 100
     )
-    proc.wait_listening("/status")
-    return proc
 
 
 def send_queues_kb(port: int) -> int:

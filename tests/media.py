@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from recording.mkv import read_index
 
 
 def require_ffmpeg() -> None:
@@ -48,3 +53,19 @@ def centre_colours(path: Path, size: tuple[int, int]) -> list[tuple[int, int, in
     assert len(raw) % frame_bytes == 0
     centre = ((height // 2) * width + width // 2) * 3
     return [tuple(raw[i + centre : i + centre + 3]) for i in range(0, len(raw), frame_bytes)]
+
+
+def assert_plays(path: Path, size: tuple[int, int]) -> None:
+    """``path`` is a finished segment, listed by ffprobe in time order, every frame
+    decoded by ffmpeg and by Pillow at ``size``."""
+    index = read_index(path)
+    assert index.finished, path
+    times = packet_times(path)
+    assert len(times) == index.frame_count > 0, path
+    assert all(b >= a for a, b in itertools.pairwise(times)), path
+    assert len(centre_colours(path, size)) == len(times), path
+    data = path.read_bytes()
+    for _, offset, length in index.frames:
+        with Image.open(io.BytesIO(data[offset : offset + length])) as picture:
+            picture.load()
+            assert picture.size == size

@@ -15,8 +15,6 @@ loses about a second more.
 
 from __future__ import annotations
 
-import io
-import itertools
 import json
 import random
 import signal
@@ -25,11 +23,10 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from recording.mkv import CLUSTER_MS, read_index
 from tests.camera_polling import wait_for
-from tests.media import centre_colours, packet_times, require_ffmpeg
+from tests.media import assert_plays, require_ffmpeg
 
 FPS = 30
 SIZE = (160, 120)
@@ -55,21 +52,6 @@ def frame_times(path: Path) -> list[float]:
     index = read_index(path)
     assert index.start_time is not None
     return [index.start_time + t / 1000 for t, _, _ in index.frames]
-
-
-def assert_plays(path: Path) -> None:
-    """Finished, listed by ffprobe in time order, every frame decoded by ffmpeg and by Pillow."""
-    index = read_index(path)
-    assert index.finished, path
-    times = packet_times(path)
-    assert len(times) == index.frame_count > 0, path
-    assert all(b >= a for a, b in itertools.pairwise(times)), path
-    assert len(centre_colours(path, SIZE)) == len(times), path
-    data = path.read_bytes()
-    for _, offset, size in index.frames:
-        with Image.open(io.BytesIO(data[offset : offset + size])) as picture:
-            picture.load()
-            assert picture.size == SIZE
 
 
 @pytest.mark.slow
@@ -113,7 +95,7 @@ def test_twenty_power_cuts_lose_at_most_the_second_being_gathered(tmp_path: Path
     assert len(segments) >= KILLS // 2
     times: list[float] = []
     for path in segments:
-        assert_plays(path)
+        assert_plays(path, SIZE)
         times += frame_times(path)
     times.sort()
     # Each cut lost at most the second being gathered: the newest frame kept from before it
