@@ -388,6 +388,7 @@ class PacedClient:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a frame rate, and adaptation's timing
 def test_a_client_reading_slowly_is_stepped_down_then_back_up(start_server):
     proc = start_server("--camera", "emulated", "--width", "640", "--height", "480", "--fps", "30")
     client = PacedClient(proc.port)
