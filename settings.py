@@ -556,7 +556,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--stall-timeout",
         "network",
-        "disconnect a viewer that has taken no bytes for SECONDS",
+        "disconnect a viewer that has not taken the whole of one frame within SECONDS",
         default=30.0,
         metavar="SECONDS",
         limit=Limit(float, 1, 86400, "seconds"),
