@@ -163,6 +163,7 @@ def rows(page: bytes) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a viewer's longest gap, to 150 ms
 def test_a_large_archive_does_not_stall_a_viewer(tmp_path: Path, start_server, frames_dir: Path) -> None:
     # 3000 segments, 5 minutes apart, ending half a day ago (the server records its own after them).
     start = aligned(time.time() - 3000 * SEGMENT_S - 43200)
