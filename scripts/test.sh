@@ -20,6 +20,7 @@ missing=""
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || missing="$missing nats-server"
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || missing="$missing faketime"
+command -v systemd-analyze >/dev/null || missing="$missing systemd"  # checks the kiosk's unit
 if [ -n "$missing" ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
