@@ -196,7 +196,12 @@ def run(args: argparse.Namespace, frames: Path, logs: Path) -> dict:
         log.info("alone: %.1f fps, server RSS %.1f MB", baseline["fps_median"], rss_before / 1024)
         slow = SlowViewers(server.port, args.viewers, args.rate, args.rcvbuf)
         try:
-            connected = status(server.port)["viewers"]
+            # The last requests may still be on their way in: wait (with a deadline) for them.
+            deadline = time.monotonic() + 10
+            while (connected := status(server.port)["viewers"]).get("mjpeg", 0) < args.viewers:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # polling /status with a deadline
             rss_connected = server_rss_kb(server.pid) or 0
             log.info("%d slow viewers connected, server RSS %.1f MB", args.viewers, rss_connected / 1024)
             viewer = normal_viewer(server.port, args.seconds, server.pid)
