@@ -377,7 +377,7 @@ class HeartbeatHandler(BaseHandler):
             return
         try:
             message = json.loads(body)
-        except ValueError:  # UnicodeDecodeError too
+        except (ValueError, RecursionError):  # UnicodeDecodeError too; nested too deep
             self.fail(400, "Bad Request: a heartbeat must be JSON")
             return
         if not isinstance(message, dict) or message.get("type", "heartbeat") != "heartbeat":

@@ -309,7 +309,7 @@ class WsHandler(VariantViewer, tornado.websocket.WebSocketHandler):
             return
         try:
             request = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep
             self._refuse(CLOSE_INVALID_PAYLOAD, "messages must be JSON")
             return
         if not isinstance(request, dict):

@@ -383,6 +383,7 @@ async def test_a_beacon_is_recorded(http_client, base_url):
         (json.dumps(HEARTBEAT), "application/x-www-form-urlencoded", 415, "application/json"),
         ("{not json", "application/json", 400, "must be JSON"),
         (b"\xff\xfe\x00", "application/json", 400, "must be JSON"),
+        ("[" * 4000, "application/json", 400, "must be JSON"),  # nested deeper than json.loads goes
         ("[1]", "application/json", 400, "JSON object"),
         (json.dumps({**HEARTBEAT, "type": "hello"}), "application/json", 400, "JSON object"),
         (json.dumps({**HEARTBEAT, "id": None}), "application/json", 400, "needs an id"),

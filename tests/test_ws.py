@@ -358,6 +358,7 @@ async def test_no_per_message_compression(port):
     [
         (b"\x00\x01binary", 1003),
         ("not json", 1007),
+        ("[" * 3000, 1007),  # nested deeper than json.loads goes
         ("[1, 2]", 1008),
         ('"fps"', 1008),
         ('{"fps": -1}', 1008),
